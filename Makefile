@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+# Debian packages the tests run for real: binary -> package.
+SYSTEM_DEPS = prometheus:prometheus promtool:prometheus \
+              prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager \
+              victoria-metrics:victoria-metrics
+
+.PHONY: install system-deps demo test check bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps:
+	@missing=""; for pair in $(SYSTEM_DEPS); do \
+	  bin=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$bin >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	if [ -n "$${missing// /}" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+demo: install
+	@echo "flowprobe demo: starting the demo targets and the collector (Ctrl-C stops it)"
+	$(BIN)/flowprobe demo
+
+test: install system-deps
+	$(BIN)/pytest -rs
+
+check: install
+	FLOWPROBE_PROBE_EMAIL=x FLOWPROBE_PROBE_PASSWORD=x $(BIN)/flowprobe check workflows/
+
+bench: install
+	$(BIN)/python bench/collector_throughput.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

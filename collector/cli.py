@@ -1,0 +1,189 @@
+"""The `flowprobe` command.
+
+    flowprobe check PATH...            validate workflows; exit 0 or 1 (like promtool check)
+    flowprobe schema [--environments]  print a JSON Schema for editors (yaml-language-server)
+    flowprobe run --config DIR [--env E] [--shard i/N] [--once]
+    flowprobe demo                     demo target + collector, no external server
+    flowprobe target                   the demo target alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from collector.config import ConfigError, load_config
+from collector.log import configure_logging
+from collector.scheduler import Shard
+
+if TYPE_CHECKING:
+    from collector.service import Service
+
+__all__ = ["main"]
+
+DEFAULT_LISTEN = "127.0.0.1:9700"
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowprobe", description="Synthetic workflow monitoring for Prometheus.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="validate workflow files and exit 0 (valid) or 1 (invalid)")
+    check.add_argument("paths", nargs="+", type=Path, help="workflow files or directories")
+    check.add_argument("--environments", type=Path, help="environments.yaml (default: the one in or beside PATH)")
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of a workflow file")
+    schema.add_argument("--environments", action="store_true", help="print the schema of environments.yaml instead")
+
+    run = sub.add_parser("run", help="run the collector daemon")
+    run.add_argument("--config", type=Path, default=Path("workflows"), help="config directory (default: workflows)")
+    run.add_argument("--env", action="append", dest="envs", help="run only this environment (repeatable)")
+    run.add_argument("--shard", type=_shard, default=Shard(), help="run the i-th of N hash shares of the pairs (0-based)")
+    run.add_argument("--listen", type=_listen, default=_listen(DEFAULT_LISTEN), help=f"API and /metrics address (default {DEFAULT_LISTEN})")
+    run.add_argument("--data-dir", type=Path, default=Path("data"), help="where the SQLite history lives (default: data)")
+    run.add_argument("--grace", type=float, default=25.0, help="seconds runs in flight may take to finish on SIGTERM")
+    run.add_argument("--no-watch", dest="watch", action="store_false", help="reload on SIGHUP only, not on file changes")
+    run.add_argument("--once", action="store_true", help="run every pair once, print the results as JSON lines, exit 1 if any failed")
+    run.add_argument("--log-level", default=os.environ.get("FLOWPROBE_LOG_LEVEL", "info"))
+
+    demo = sub.add_parser("demo", help="run the demo target and the collector in one process, no external server")
+    demo.add_argument("--config", type=Path, default=Path("workflows"))
+    demo.add_argument("--listen", type=_listen, default=_listen(DEFAULT_LISTEN))
+    demo.add_argument("--target-port", type=int, default=8080, help="first of three ports for the prod, staging and dev targets")
+    demo.add_argument("--data-dir", type=Path, default=Path("data/demo"))
+    demo.add_argument("--log-level", default=os.environ.get("FLOWPROBE_LOG_LEVEL", "warning"))
+
+    target = sub.add_parser("target", help="serve the demo farmers-market target alone (as in docker compose)")
+    target.add_argument("--listen", type=_listen, default=_listen("127.0.0.1:8080"))
+    target.add_argument("--log-level", default=os.environ.get("FLOWPROBE_LOG_LEVEL", "warning"))
+    return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(*args.paths, environments=args.environments)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"FAILED: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"SUCCESS: {len(config.workflows)} workflow(s), {len(config.pairs())} (workflow, env) pair(s) are valid")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from collector import config
+
+    schema = config.environments_json_schema() if args.environments else config.json_schema()
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+async def _run_once(service: Service) -> int:
+    results = await asyncio.gather(*(service.run_pair(wf, env) for wf, env in service.selected(service.config)))
+    failed = 0
+    for result in results:
+        if result is None:
+            continue
+        print(json.dumps(result.to_dict(), separators=(",", ":")))
+        failed += result.outcome in ("failure", "error")
+    service.store.flush()
+    service.store.close()
+    await service.engine.close()
+    return 1 if failed else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from collector.service import Service
+
+    configure_logging(args.log_level)
+    try:
+        service = Service([args.config], data_dir=args.data_dir, envs=args.envs, shard=args.shard, grace=args.grace, watch=args.watch)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"flowprobe: {exc}", file=sys.stderr)
+        return 1
+    if args.once:
+        return asyncio.run(_run_once(service))
+    try:
+        asyncio.run(service.serve(*args.listen))
+    except OSError as exc:
+        print(f"flowprobe: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from collector.demo import run_demo
+
+    configure_logging(args.log_level)
+    try:
+        asyncio.run(run_demo(config=args.config, listen=args.listen, target_port=args.target_port, data_dir=args.data_dir))
+    except (OSError, ConfigError) as exc:
+        print(f"flowprobe demo: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _target(args: argparse.Namespace) -> int:
+    from collector.demo import DEMO_EMAIL
+    from collector.service import ApiServer
+    from collector.target import create_app
+
+    password = os.environ.get("FLOWPROBE_PROBE_PASSWORD")
+    if not password:
+        print("flowprobe target: set FLOWPROBE_PROBE_PASSWORD to the probe user's password", file=sys.stderr)
+        return 1
+    configure_logging(args.log_level)
+    app = create_app(demo_email=os.environ.get("FLOWPROBE_PROBE_EMAIL", DEMO_EMAIL), demo_password=password)
+
+    async def serve() -> None:
+        server = ApiServer(app, *args.listen)
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.stop()
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        print(f"flowprobe target: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"check": _check, "schema": _schema, "run": _run, "demo": _demo, "target": _target}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Structured logs: one JSON object per line, secrets masked at the handler.
+
+Each finished run is one line (``"msg": "run"``) with its workflow, env,
+result, duration, failed step and reason, so logs can be grepped or shipped
+to Loki without parsing prose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+from collector.result import RunResult
+from collector.secret import RedactingFilter, global_redactor
+
+__all__ = ["JsonFormatter", "configure_logging", "log_run"]
+
+run_log = logging.getLogger("flowprobe.run")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            entry.update(fields)
+        if record.exc_info:
+            entry["exc"] = record.exc_text or self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, separators=(",", ":"))
+
+
+def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter(global_redactor))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Access logs are per request, not per run; keep them out of the run log.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def log_run(result: RunResult) -> None:
+    fields: dict[str, Any] = {
+        "workflow": result.workflow,
+        "env": result.env,
+        "result": result.outcome,
+        "duration_ms": round(result.duration * 1000, 1),
+        "run_id": result.run_id,
+        "attempts": result.attempts,
+    }
+    if result.flaky:
+        fields["flaky"] = True
+    if result.failed_step:
+        fields.update(step=result.failed_step, reason=result.reason)
+    if result.message:
+        fields["message"] = result.message
+    if result.skip_reason:
+        fields["skip_reason"] = result.skip_reason
+    level = logging.INFO if result.outcome in ("success", "skipped") else logging.WARNING
+    run_log.log(level, "run", extra={"fields": fields})

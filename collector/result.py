@@ -1,0 +1,72 @@
+"""What a run produced: plain data, never an exception.
+
+A failing target is data (blackbox_exporter's probe_success=0, Gatus's
+result errors). These objects are what the history stores, the metrics
+collector reads and the API returns, already redacted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = ["OUTCOMES", "REASONS", "CheckFailure", "Outcome", "Reason", "RunResult", "StepResult"]
+
+Outcome = Literal["success", "failure", "error", "skipped"]
+Reason = Literal["status", "assertion", "timeout", "connect", "tls", "capture"]
+OUTCOMES: tuple[Outcome, ...] = ("success", "failure", "error", "skipped")
+REASONS: tuple[Reason, ...] = ("status", "assertion", "timeout", "connect", "tls", "capture")
+
+
+@dataclass(frozen=True)
+class CheckFailure:
+    """One failed expectation: why, what was checked, and what was seen."""
+
+    reason: Reason
+    check: str
+    message: str
+
+
+@dataclass
+class StepResult:
+    name: str
+    outcome: Outcome
+    status: int | None = None
+    duration: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    failures: list[CheckFailure] = field(default_factory=list)
+    captures: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+    message: str = ""
+    cert_not_after: float | None = None
+
+    @property
+    def reason(self) -> Reason | None:
+        return self.failures[0].reason if self.failures else None
+
+
+@dataclass
+class RunResult:
+    workflow: str
+    env: str
+    run_id: str
+    started_at: float
+    outcome: Outcome
+    duration: float = 0.0
+    steps: list[StepResult] = field(default_factory=list)
+    attempts: int = 1
+    flaky: bool = False
+    failed_step: str | None = None
+    reason: Reason | None = None
+    message: str = ""
+    skip_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        steps = [
+            StepResult(**{**s, "failures": [CheckFailure(**f) for f in s.get("failures", [])]}) for s in data.get("steps", [])
+        ]
+        return cls(**{**data, "steps": steps})

@@ -1,0 +1,185 @@
+"""Run history in SQLite: a bounded number of runs per (workflow, env).
+
+The scheduler must never wait on disk, so `add` only queues; one writer
+thread commits in batches. Reads (the API) share the connection under a
+lock. WAL mode lets a reader see committed rows while the writer works.
+The file survives restarts; retention prunes by count per pair and by age.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from collector.result import RunResult
+
+__all__ = ["HistoryStore"]
+
+log = logging.getLogger("flowprobe.store")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,
+    workflow    TEXT NOT NULL,
+    env         TEXT NOT NULL,
+    started_at  REAL NOT NULL,
+    duration    REAL NOT NULL,
+    outcome     TEXT NOT NULL,
+    reason      TEXT,
+    failed_step TEXT,
+    flaky       INTEGER NOT NULL,
+    data        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_pair ON runs (workflow, env, started_at DESC);
+CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started_at);
+"""
+
+_BATCH = 500
+_PRUNE_EVERY = 60.0
+_STOP = object()
+
+
+class HistoryStore:
+    def __init__(self, path: Path | str, *, runs_per_pair: int = 1000, max_age: float = 7 * 86400.0) -> None:
+        self.path = str(path)
+        self.runs_per_pair = runs_per_pair
+        self.max_age = max_age
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._last_prune = 0.0
+        self.write_errors = 0
+        self._writer = threading.Thread(target=self._write_loop, name="flowprobe-history", daemon=True)
+        self._writer.start()
+
+    def configure(self, *, runs_per_pair: int, max_age: float) -> None:
+        self.runs_per_pair, self.max_age = runs_per_pair, max_age
+
+    # ------------------------------------------------------------ writing
+
+    def add(self, result: RunResult) -> None:
+        """Queue a result; it is committed within a fraction of a second."""
+        self._queue.put(result)
+
+    def flush(self) -> None:
+        """Block until everything queued so far is committed."""
+        self._queue.join()
+
+    def close(self) -> None:
+        if self._writer.is_alive():
+            self._queue.put(_STOP)
+            self._writer.join()
+        with self._lock:
+            self._db.close()
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            results = [r for r in batch if r is not _STOP]
+            try:
+                if results:
+                    self._insert(results)
+                if time.monotonic() - self._last_prune > _PRUNE_EVERY:
+                    self.prune()
+            except sqlite3.Error:
+                self.write_errors += len(results)
+                log.exception("could not write %d run(s) to the history", len(results))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+            if len(results) != len(batch):
+                return
+
+    def _insert(self, results: list[RunResult]) -> None:
+        rows = [
+            (
+                r.run_id,
+                r.workflow,
+                r.env,
+                r.started_at,
+                r.duration,
+                r.outcome,
+                r.reason,
+                r.failed_step,
+                int(r.flaky),
+                json.dumps(r.to_dict(), separators=(",", ":")),
+            )
+            for r in results
+        ]
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            self._db.execute("COMMIT")
+
+    def prune(self, now: float | None = None) -> int:
+        """Apply retention; returns the number of runs removed."""
+        now = time.time() if now is None else now
+        self._last_prune = time.monotonic()
+        with self._lock:
+            self._db.execute("BEGIN")
+            old = self._db.execute("DELETE FROM runs WHERE started_at < ?", (now - self.max_age,)).rowcount
+            extra = self._db.execute(
+                """DELETE FROM runs WHERE run_id IN (
+                       SELECT run_id FROM (
+                           SELECT run_id, ROW_NUMBER() OVER (PARTITION BY workflow, env ORDER BY started_at DESC) AS n
+                           FROM runs)
+                       WHERE n > ?)""",
+                (self.runs_per_pair,),
+            ).rowcount
+            self._db.execute("COMMIT")
+        return old + extra
+
+    # ------------------------------------------------------------ reading
+
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def runs(self, workflow: str, env: str | None = None, *, limit: int = 50, before: float | None = None) -> list[RunResult]:
+        """Newest first; `before` (a started_at) pages back in time."""
+        sql = "SELECT data FROM runs WHERE workflow = ?"
+        args: list[Any] = [workflow]
+        if env is not None:
+            sql += " AND env = ?"
+            args.append(env)
+        if before is not None:
+            sql += " AND started_at < ?"
+            args.append(before)
+        sql += " ORDER BY started_at DESC LIMIT ?"
+        args.append(limit)
+        return [RunResult.from_dict(json.loads(row[0])) for row in self._query(sql, tuple(args))]
+
+    def get(self, run_id: str) -> RunResult | None:
+        rows = self._query("SELECT data FROM runs WHERE run_id = ?", (run_id,))
+        return RunResult.from_dict(json.loads(rows[0][0])) if rows else None
+
+    def latest(self) -> dict[tuple[str, str], RunResult]:
+        """The newest run of every pair, to restore state after a restart."""
+        rows = self._query(
+            """SELECT data FROM runs r WHERE started_at = (
+                   SELECT MAX(started_at) FROM runs WHERE workflow = r.workflow AND env = r.env)""",
+            (),
+        )
+        results = [RunResult.from_dict(json.loads(row[0])) for row in rows]
+        return {(r.workflow, r.env): r for r in results}
+
+    def count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM runs", ())[0][0])

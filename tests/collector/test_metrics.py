@@ -1,0 +1,115 @@
+"""The metrics collector over State: values, label sets and the exposition text."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+
+from collector.metrics import State, new_registry
+from collector.result import CheckFailure, RunResult, StepResult
+
+PHASES = {"connect": 0.001, "tls": 0.0, "request": 0.0005, "first_byte": 0.02, "transfer": 0.0001}
+
+
+def run(outcome: str = "success", *, attempts: int = 1, flaky: bool = False, cert: float | None = None) -> RunResult:
+    failed = outcome == "failure"
+    steps = [
+        StepResult("login", "success", status=200, duration=0.03, phases=PHASES, cert_not_after=cert),
+        StepResult("order", "failure" if failed else "success", status=500 if failed else 201, duration=0.2, phases=PHASES,
+                   failures=[CheckFailure("status", "status", "expected status 201, got 500")] if failed else []),
+        StepResult("cleanup", "skipped"),
+    ]
+    return RunResult("order-placement", "prod", "r1", 1700000000.0, outcome, duration=0.25, steps=steps, attempts=attempts,
+                     flaky=flaky, failed_step="order" if failed else None, reason="status" if failed else None)
+
+
+def test_samples_follow_the_runs() -> None:
+    state = State()
+    state.configure({("order-placement", "prod"): {"team": "marketplace"}})
+    registry = new_registry(state, process=False)
+    labels = {"workflow": "order-placement", "env": "prod"}
+    assert registry.get_sample_value("flowprobe_workflow_success", labels) is None  # no run yet: no guess
+    assert registry.get_sample_value("flowprobe_workflow_runs_total", {**labels, "result": "failure"}) == 0
+
+    state.record(run("success", attempts=2, flaky=True, cert=1800000000.0))
+    state.record(run("failure"))
+    state.record(RunResult("order-placement", "prod", "r3", 1700000100.0, "skipped", skip_reason="dependency"))
+
+    assert registry.get_sample_value("flowprobe_workflow_success", labels) == 0
+    assert registry.get_sample_value("flowprobe_workflow_runs_total", {**labels, "result": "success"}) == 1
+    assert registry.get_sample_value("flowprobe_workflow_runs_total", {**labels, "result": "failure"}) == 1
+    assert registry.get_sample_value("flowprobe_workflow_runs_total", {**labels, "result": "skipped"}) == 1
+    assert registry.get_sample_value("flowprobe_workflow_retries_total", labels) == 1
+    assert registry.get_sample_value("flowprobe_workflow_flaky_total", labels) == 1
+    assert registry.get_sample_value("flowprobe_workflow_duration_seconds_count", labels) == 2  # skipped runs have no duration
+    assert registry.get_sample_value("flowprobe_workflow_duration_seconds_bucket", {**labels, "le": "0.25"}) == 2
+    assert registry.get_sample_value("flowprobe_workflow_duration_seconds_bucket", {**labels, "le": "0.1"}) == 0
+    assert registry.get_sample_value("flowprobe_step_failures_total", {**labels, "step": "order", "reason": "status"}) == 1
+    assert registry.get_sample_value("flowprobe_step_success", {**labels, "step": "order"}) == 0
+    assert registry.get_sample_value("flowprobe_step_success", {**labels, "step": "login"}) == 1
+    assert registry.get_sample_value("flowprobe_step_success", {**labels, "step": "cleanup"}) is None
+    assert registry.get_sample_value("flowprobe_step_phase_seconds", {**labels, "step": "login", "phase": "first_byte"}) == 0.02
+    assert registry.get_sample_value("flowprobe_ssl_earliest_cert_expiry", labels) == 1800000000.0
+    assert registry.get_sample_value("flowprobe_workflow_info", {**labels, "team": "marketplace"}) == 1
+    assert registry.get_sample_value("flowprobe_config_last_reload_successful") == 1
+
+
+def test_removed_pairs_lose_their_series() -> None:
+    state = State()
+    state.configure({("order-placement", "prod"): {}, ("order-placement", "dev"): {}})
+    state.record(run())
+    state.configure({("order-placement", "dev"): {}})
+    registry = new_registry(state, process=False)
+    assert registry.get_sample_value("flowprobe_workflow_success", {"workflow": "order-placement", "env": "prod"}) is None
+    assert registry.get_sample_value("flowprobe_workflow_runs_total",
+                                     {"workflow": "order-placement", "env": "dev", "result": "success"}) == 0
+
+
+def test_circuit_state_is_exported_per_target() -> None:
+    state = State()
+    state.circuits = lambda: {"10.0.0.1:443": "open", "shop:80": "closed", "api:443": "half_open"}
+    registry = new_registry(state, process=False)
+    assert registry.get_sample_value("flowprobe_circuit_open", {"target": "10.0.0.1:443"}) == 1
+    assert registry.get_sample_value("flowprobe_circuit_open", {"target": "api:443"}) == 1
+    assert registry.get_sample_value("flowprobe_circuit_open", {"target": "shop:80"}) == 0
+
+
+GOLDEN = """\
+# HELP flowprobe_workflow_success 1 if the last run of the workflow succeeded, else 0.
+# TYPE flowprobe_workflow_success gauge
+flowprobe_workflow_success{env="prod",workflow="order-placement"} 1.0
+# HELP flowprobe_workflow_last_run_timestamp_seconds When the last run finished, as a unix timestamp.
+# TYPE flowprobe_workflow_last_run_timestamp_seconds gauge
+flowprobe_workflow_last_run_timestamp_seconds{env="prod",workflow="order-placement"} 1.70000000025e+09
+# HELP flowprobe_workflow_runs_total Runs by result: success, failure, error or skipped.
+# TYPE flowprobe_workflow_runs_total counter
+flowprobe_workflow_runs_total{env="prod",result="success",workflow="order-placement"} 1.0
+flowprobe_workflow_runs_total{env="prod",result="failure",workflow="order-placement"} 0.0
+flowprobe_workflow_runs_total{env="prod",result="error",workflow="order-placement"} 0.0
+flowprobe_workflow_runs_total{env="prod",result="skipped",workflow="order-placement"} 0.0
+# HELP flowprobe_workflow_duration_seconds Duration of whole runs, retries included.
+# TYPE flowprobe_workflow_duration_seconds histogram
+flowprobe_workflow_duration_seconds_bucket{env="prod",le="0.025",workflow="order-placement"} 0.0
+flowprobe_workflow_duration_seconds_bucket{env="prod",le="0.1",workflow="order-placement"} 0.0
+flowprobe_workflow_duration_seconds_bucket{env="prod",le="0.25",workflow="order-placement"} 1.0
+flowprobe_workflow_duration_seconds_bucket{env="prod",le="0.5",workflow="order-placement"} 1.0
+flowprobe_workflow_duration_seconds_bucket{env="prod",le="1.0",workflow="order-placement"} 1.0
+flowprobe_workflow_duration_seconds_bucket{env="prod",le="2.5",workflow="order-placement"} 1.0
+flowprobe_workflow_duration_seconds_bucket{env="prod",le="5.0",workflow="order-placement"} 1.0
+flowprobe_workflow_duration_seconds_bucket{env="prod",le="10.0",workflow="order-placement"} 1.0
+flowprobe_workflow_duration_seconds_bucket{env="prod",le="30.0",workflow="order-placement"} 1.0
+flowprobe_workflow_duration_seconds_bucket{env="prod",le="+Inf",workflow="order-placement"} 1.0
+flowprobe_workflow_duration_seconds_count{env="prod",workflow="order-placement"} 1.0
+flowprobe_workflow_duration_seconds_sum{env="prod",workflow="order-placement"} 0.25
+"""
+
+
+def test_exposition_golden_text_and_no_created_series() -> None:
+    state = State()
+    state.configure({("order-placement", "prod"): {}})
+    state.record(run())
+    text = generate_latest(new_registry(state, process=False)).decode()
+    assert text.startswith(GOLDEN)
+    assert "_created" not in text
+    # Series stay few: one run of a 3-step workflow (one step skipped).
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert len(samples) < 80

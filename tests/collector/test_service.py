@@ -1,0 +1,163 @@
+"""The collector service in-process: dependencies, restart, graceful stop, filters, and its API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from collector.api import create_app
+from collector.engine import HttpxEngine
+from collector.scheduler import Shard
+from collector.service import Service
+from collector.target import create_app as create_target
+from tests.helpers import PROBE_EMAIL, PROBE_PASSWORD, WORKFLOWS, probe_environment
+
+TARGET = "http://prod.test"
+
+
+@pytest.fixture(autouse=True)
+def environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in probe_environment({"prod": TARGET, "staging": "http://staging.test", "dev": "http://dev.test"}).items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def target() -> httpx.ASGITransport:
+    return httpx.ASGITransport(create_target(demo_email=PROBE_EMAIL, demo_password=PROBE_PASSWORD))
+
+
+def service(tmp_path: Path, transport: httpx.AsyncBaseTransport, **kwargs: object) -> Service:
+    return Service([WORKFLOWS], data_dir=tmp_path, envs=["prod"], engine=HttpxEngine(transport), watch=False, **kwargs)  # type: ignore[arg-type]
+
+
+def chaos(transport: httpx.ASGITransport, dependency: str, **state: object) -> None:
+    async def put() -> None:
+        async with httpx.AsyncClient(transport=transport, base_url=TARGET) as client:
+            (await client.put(f"/chaos/{dependency}", json=state)).raise_for_status()
+
+    asyncio.run(put())
+
+
+def test_dependents_are_skipped_not_failed_while_their_dependency_fails(tmp_path: Path, target: httpx.ASGITransport) -> None:
+    svc = service(tmp_path, target)
+    chaos(target, "payments", outage=True)  # health reports it: health-check fails
+
+    async def main() -> list[str]:
+        health = await svc.run_pair("health-check", "prod")
+        listing = await svc.run_pair("product-listing", "prod")
+        assert health is not None and listing is not None
+        return [health.outcome, listing.outcome, listing.skip_reason or "", listing.message]
+
+    assert asyncio.run(main()) == ["failure", "skipped", "dependency", "skipped: health-check is failing in prod"]
+    labels = {"workflow": "product-listing", "env": "prod"}
+    assert svc.registry.get_sample_value("flowprobe_workflow_runs_total", {**labels, "result": "skipped"}) == 1
+    assert svc.registry.get_sample_value("flowprobe_workflow_success", labels) is None  # skipped says nothing of health
+    svc.store.close()
+
+
+def test_state_and_history_survive_a_restart(tmp_path: Path, target: httpx.ASGITransport) -> None:
+    first = service(tmp_path, target)
+    result = asyncio.run(first.run_pair("user-login", "prod"))
+    assert result is not None and result.outcome == "success"
+    first.store.close()
+
+    second = service(tmp_path, target)
+
+    async def start_and_stop() -> None:
+        await second.start()
+        await second.stop()
+
+    asyncio.run(start_and_stop())
+    labels = {"workflow": "user-login", "env": "prod"}
+    assert second.registry.get_sample_value("flowprobe_workflow_success", labels) == 1
+    assert second.state.pairs[("user-login", "prod")].last_result.run_id == result.run_id  # type: ignore[union-attr]
+
+
+def test_stop_waits_for_a_run_in_flight_and_writes_it(tmp_path: Path) -> None:
+    entered = asyncio.Event()
+
+    async def slow_target(request: httpx.Request) -> httpx.Response:
+        entered.set()
+        await asyncio.sleep(0.5)
+        return httpx.Response(200, json={"status": "ok", "dependencies": {"database": "ok"}}, headers={"content-type": "application/json"})
+
+    svc = service(tmp_path, httpx.MockTransport(slow_target), grace=5.0)
+
+    async def main() -> None:
+        await svc.start()
+        task = asyncio.create_task(svc.scheduler._fire(("health-check", "prod")))
+        await entered.wait()
+        await svc.stop()
+        assert task.done()
+
+    asyncio.run(main())
+    reopened = service(tmp_path, httpx.MockTransport(slow_target))
+    runs = reopened.store.runs("health-check", "prod")
+    assert [r.outcome for r in runs] == ["success"]
+    reopened.store.close()
+
+
+def test_env_and_shard_filters_select_pairs(tmp_path: Path, target: httpx.ASGITransport) -> None:
+    everything = Service([WORKFLOWS], data_dir=tmp_path / "a", watch=False)
+    assert len(everything.selected(everything.config)) == 18
+    shards = [Service([WORKFLOWS], data_dir=tmp_path / f"s{i}", shard=Shard(i, 3), watch=False) for i in range(3)]
+    chosen = [set(s.selected(s.config)) for s in shards]
+    assert set.union(*chosen) == set(everything.selected(everything.config))
+    assert sum(len(c) for c in chosen) == 18
+    with pytest.raises(ValueError, match="unknown environment"):
+        Service([WORKFLOWS], data_dir=tmp_path / "b", envs=["qa"], watch=False)
+    for svc in [everything, *shards]:
+        svc.store.close()
+
+
+@pytest.fixture
+def api(tmp_path: Path, target: httpx.ASGITransport) -> Iterator[tuple[Service, TestClient]]:
+    svc = service(tmp_path, target)
+    with TestClient(create_app(svc)) as client:
+        yield svc, client
+    svc.store.close()
+
+
+def test_api_health_readiness_and_metrics(api: tuple[Service, TestClient]) -> None:
+    svc, client = api
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 503  # not started yet
+    svc.ready = True
+    assert client.get("/readyz").status_code == 200
+    metrics = client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "flowprobe_config_last_reload_successful 1.0" in metrics.text
+
+
+def test_api_workflows_and_paginated_runs(api: tuple[Service, TestClient]) -> None:
+    svc, client = api
+    svc._apply(svc.config)
+
+    async def runs() -> list[str]:
+        return [(await svc.run_pair("user-login", "prod")).run_id for _ in range(5)]  # type: ignore[union-attr]
+
+    ids = asyncio.run(runs())
+    svc.store.flush()
+    items = client.get("/api/workflows").json()["items"]
+    login = next(i for i in items if i["workflow"] == "user-login")
+    assert login["env"] == "prod" and login["success"] == 1 and login["runs"]["success"] == 5
+    assert login["last_run"]["run_id"] == ids[-1]
+    assert {i["workflow"] for i in items} == {"health-check", "user-login", "registration", "farm-creation", "product-listing", "order-placement"}
+
+    page = client.get("/api/workflows/user-login/runs", params={"limit": 3}).json()
+    assert [r["run_id"] for r in page["items"]] == ids[::-1][:3]
+    rest = client.get("/api/workflows/user-login/runs", params={"limit": 3, "before": page["next_before"]}).json()
+    assert [r["run_id"] for r in rest["items"]] == ids[::-1][3:]
+    assert rest["next_before"] is None
+
+    detail = client.get(f"/api/runs/{ids[0]}").json()
+    assert [s["name"] for s in detail["steps"]] == ["login", "profile"]
+    assert detail["steps"][0]["captures"]["token"] == "[REDACTED]"
+    assert PROBE_PASSWORD not in client.get(f"/api/runs/{ids[0]}").text
+    assert client.get("/api/workflows/nope/runs").status_code == 404
+    assert client.get("/api/runs/nope").json() == {"error": "unknown run"}
