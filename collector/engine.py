@@ -386,8 +386,12 @@ class _HttpxSession:
         elif request.body is not None:
             kwargs["content"] = request.body.encode()
         try:
+            url = httpx.URL(request.url)
+            if url.scheme not in ("http", "https") or not url.host:
+                # A mock transport would answer it, then httpx's cookie jar raises a bare ValueError.
+                raise httpx.InvalidURL(f"not an absolute http(s) URL: {request.url}")
             # Merged into the URL's own query, as aiohttp does: httpx's `params=` would replace it.
-            url = httpx.URL(request.url).copy_merge_params(dict(request.query)) if request.query else request.url
+            url = url.copy_merge_params(dict(request.query)) if request.query else url
             response = await self._client.request(
                 request.method,
                 url,

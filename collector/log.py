@@ -48,6 +48,8 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # httpx logs every request URL at INFO; URLs can carry rendered templates.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def log_run(result: RunResult) -> None:

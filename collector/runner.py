@@ -219,7 +219,9 @@ class Runner:
             which = f"run timeout ({run_timeout:g}s)" if budget < spec.timeout else f"step timeout ({spec.timeout:g}s)"
             return _failed(result, self.clock() - started, CheckFailure("timeout", "timeout", f"no response within the {which}"))
         except EngineError as exc:
-            if exc.reason in ("connect", "tls"):
+            # Only an unreachable host trips the breaker: a bad certificate must
+            # keep failing as `tls` (and alert), not turn into skipped runs.
+            if exc.reason == "connect":
                 self.breakers.record_failure(target)
             return _failed(result, self.clock() - started, CheckFailure(exc.reason, exc.reason, redactor.text(exc.message)))
         self.breakers.record_success(target)
@@ -233,7 +235,7 @@ class Runner:
         values, capture_failures = capture(step.capture, response)
         for name, value in values.items():
             if step.capture[name].secret:
-                redactor.add(str(value))
+                redactor.add(*_texts(value))
         failures = check_expect(step.expect, response, scope, self.rng, redact=redactor.data) + capture_failures
         scope.update(values)
         result.captures = {name: MASK if step.capture[name].secret else redactor.data(v) for name, v in values.items()}
@@ -250,6 +252,16 @@ def _failed(result: StepResult, duration: float, failure: CheckFailure) -> StepR
     result.failures = [failure]
     result.message = failure.message
     return result
+
+
+def _texts(value: Any) -> list[str]:
+    """Every text a secret value can show up as: a captured object's strings and numbers
+    are secret one by one (its true, false and null are not: masking every "true" hides nothing)."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [text for v in value if v is not None and not isinstance(v, bool) for text in _texts(v)]
+    return [_text(value)]
 
 
 def _text(value: Any) -> str:

@@ -189,6 +189,23 @@ def test_redirect_phases_are_summed_over_hops() -> None:
     run(test)
 
 
+@pytest.mark.parametrize("url", ["/orders/5", "http://[::1/"])
+def test_an_invalid_url_is_a_connect_error(url: str) -> None:
+    async def test() -> None:
+        for engine in (AiohttpEngine(), HttpxEngine(httpx.MockTransport(lambda r: httpx.Response(200)))):
+            session = engine.session()
+            try:
+                with pytest.raises(EngineError) as raised:
+                    await get(session, url)
+            finally:
+                await session.close()
+                await engine.close()
+            assert raised.value.reason == "connect"
+            assert raised.value.message.startswith("invalid URL: ")
+
+    run(test)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -529,6 +529,19 @@ def test_a_run_that_opens_the_circuit_reports_its_own_failure() -> None:
     assert target.calls == 2
 
 
+def test_tls_failures_do_not_open_the_circuit() -> None:
+    # A bad certificate must keep failing (and alerting) as tls, not turn into skipped runs.
+    breakers = CircuitBreakers(failures=1, cool_down=60, clock=Clock())
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+
+    runner, _ = make_runner(handler, breakers=breakers)
+    workflow = make_workflow([step("probe")])
+    assert [run(runner, workflow).reason for _ in range(3)] == ["tls", "tls", "tls"]
+    assert breakers.states() == {}
+
+
 def test_circuits_are_per_host() -> None:
     clock = Clock()
     breakers = CircuitBreakers(failures=1, cool_down=60, clock=clock)
@@ -700,3 +713,50 @@ def test_a_secret_cut_by_message_truncation_is_still_redacted() -> None:
     ]
     for message in messages:
         assert SECRET[:4] not in message
+
+
+def test_a_secret_capture_that_is_an_object_masks_every_string_inside() -> None:
+    inner = "refresh-0c4f8e2d1a"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/login":
+            return httpx.Response(200, json={"auth": {"refresh": inner, "ttl": 60, "active": True}})
+        return httpx.Response(200, json={"seen": [inner], "active": True})
+
+    workflow = make_workflow(
+        [
+            step("login", url="{{ base_url }}/login", capture={"auth": {"json": "$.auth", "secret": True}}),
+            step("check", url="{{ base_url }}/check", expect={"json": {"$.seen": {"length": 0}, "$": {"eq": {}}}}),
+        ]
+    )
+    runner, _ = make_runner(handler)
+    result = run(runner, workflow)
+    assert result.steps[0].captures == {"auth": MASK}
+    assert [f.message for f in result.steps[1].failures] == [
+        "$.seen: expected length 0, got 1",
+        f"$: expected {{}}, got {{'seen': ['{MASK}'], 'active': True}}",
+    ]
+    assert inner not in json.dumps(result.to_dict())
+
+
+def test_max_duration_fails_the_step_with_reason_assertion() -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.03)
+        return httpx.Response(200)
+
+    workflow = make_workflow([step("probe", expect={"max_duration": "10ms"})])
+    runner, _ = make_runner(slow)
+    result = run(runner, workflow)
+    assert (result.outcome, result.reason, result.failed_step) == ("failure", "assertion", "probe")
+    assert result.steps[0].failures[0].check == "max_duration"
+    assert result.steps[0].duration >= 0.03
+
+
+def test_a_result_survives_its_dict_form() -> None:
+    target = Recorder({"GET /": lambda r: httpx.Response(500, json={"x": 1})})
+    workflow = make_workflow([step("probe", capture={"x": {"json": "$.x"}}), step("after")])
+    runner, _ = make_runner(target)
+    result = run(runner, workflow)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert RunResult.from_dict(data) == result
+    assert RunResult.from_dict(data).steps[0].reason == "status"
