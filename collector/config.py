@@ -745,6 +745,12 @@ def _check_templates(doc: Document, workflow: Workflow, config_envs: Mapping[str
     for index, step in enumerate(workflow.steps):
         for name in step.capture:
             captured_by.setdefault(name, index)
+            if name in available or any(name in names for names in per_env.values()):
+                # A capture would silently replace the variable for every later step.
+                problems.append(doc.problem(("steps", index, "capture", name), f"capture name {name} is already a variable; choose another name"))
+        ca_file = step.request.tls.ca_file
+        if ca_file is not None and not Path(ca_file).is_file():
+            problems.append(doc.problem(("steps", index, "request", "tls", "ca_file"), f"no such file: {ca_file} (relative paths start at the working directory)"))
     for index, step in enumerate(workflow.steps):
         for path, text in _step_templates(doc.data["steps"][index], index):
             try:

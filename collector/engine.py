@@ -298,13 +298,7 @@ class _AiohttpSession:
         timeline = _Timeline()
         self._connector.timeline = timeline
         started = time.perf_counter()
-        kwargs: dict[str, Any] = {}
-        if request.json_body is not None:
-            kwargs["json"] = request.json_body
-        elif request.form is not None:
-            kwargs["data"] = dict(request.form)
-        elif request.body is not None:
-            kwargs["data"] = request.body.encode()
+        kwargs = _body(request, raw="data")
         try:
             async with self._session.request(
                 request.method,
@@ -343,6 +337,17 @@ class _AiohttpSession:
         await self._session.close()
 
 
+def _body(request: OutgoingRequest, *, raw: str) -> dict[str, Any]:
+    """The body keyword for the client library; `raw` is its name for bytes."""
+    if request.json_body is not None:
+        return {"json": request.json_body}
+    if request.form is not None:
+        return {"data": dict(request.form)}
+    if request.body is not None:
+        return {raw: request.body.encode()}
+    return {}
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc)
     return text.splitlines()[0] if text else ""
@@ -378,13 +383,7 @@ class _HttpxSession:
 
     async def send(self, request: OutgoingRequest) -> Response:
         started = time.perf_counter()
-        kwargs: dict[str, Any] = {}
-        if request.json_body is not None:
-            kwargs["json"] = request.json_body
-        elif request.form is not None:
-            kwargs["data"] = dict(request.form)
-        elif request.body is not None:
-            kwargs["content"] = request.body.encode()
+        kwargs = _body(request, raw="content")
         try:
             url = httpx.URL(request.url)
             if url.scheme not in ("http", "https") or not url.host:

@@ -128,6 +128,10 @@ class State:
             return
         pair.success = int(result.outcome == "success")
         pair.duration.observe(result.duration)
+        # Earliest expiry seen by this run, so a renewed certificate shows at the next run.
+        expiries = [s.cert_not_after for s in result.steps if s.cert_not_after is not None]
+        if expiries:
+            pair.cert_not_after = min(expiries)
         for step in result.steps:
             if step.outcome == "skipped":
                 continue
@@ -140,10 +144,6 @@ class State:
                 state.phases = step.phases
             for failure in {f.reason for f in step.failures}:
                 state.failures[failure] = state.failures.get(failure, 0) + 1
-            if step.cert_not_after is not None:
-                pair.cert_not_after = (
-                    step.cert_not_after if pair.cert_not_after is None else min(pair.cert_not_after, step.cert_not_after)
-                )
 
 
 class StateCollector(Collector):

@@ -113,3 +113,13 @@ def test_exposition_golden_text_and_no_created_series() -> None:
     # Series stay few: one run of a 3-step workflow (one step skipped).
     samples = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert len(samples) < 80
+
+
+def test_a_renewed_certificate_shows_at_the_next_run() -> None:
+    state = State()
+    state.configure({("order-placement", "prod"): {}})
+    registry = new_registry(state, process=False)
+    labels = {"workflow": "order-placement", "env": "prod"}
+    state.record(run(cert=1800000000.0))
+    state.record(run(cert=1900000000.0))
+    assert registry.get_sample_value("flowprobe_ssl_earliest_cert_expiry", labels) == 1900000000.0
