@@ -38,6 +38,7 @@ demo: install
 	$(BIN)/flowprobe demo
 
 test: install system-deps
+	$(BIN)/ruff check collector analytics tests bench
 	$(BIN)/pytest -rs
 
 check: install

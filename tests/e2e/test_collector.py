@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -194,18 +193,3 @@ def test_sigterm_lets_runs_in_flight_finish_and_writes_them(tmp_path: Path, targ
     for line in log.splitlines():
         json.loads(line)
     assert PROBE_PASSWORD not in log
-
-
-def test_check_command_exit_codes(tmp_path: Path) -> None:
-    env = probe_environment()
-    ok = subprocess.run([sys.executable, "-m", "collector.cli", "check", str(WORKFLOWS)], capture_output=True, text=True,
-                        env={**__import__("os").environ, **env}, timeout=60)
-    assert ok.returncode == 0, ok.stderr
-    assert "6 workflow(s)" in ok.stdout
-    bad = tmp_path / "bad"
-    shutil.copytree(WORKFLOWS, bad)
-    (bad / "health-check.yaml").write_text((bad / "health-check.yaml").read_text().replace("timeout: 5s", "timeout: 5s\ntimout: 5s"))
-    failed = subprocess.run([sys.executable, "-m", "collector.cli", "check", str(bad)], capture_output=True, text=True,
-                            env={**__import__("os").environ, **env}, timeout=60)
-    assert failed.returncode == 1
-    assert re.search(r"health-check\.yaml:\d+: timout: unknown key", failed.stderr), failed.stderr
