@@ -258,7 +258,9 @@ def _missed(service: Service) -> int:
     return sum(pair.missed for pair in service.state.pairs.values())
 
 
-async def measure_once(config_dir: Path, *, workflows: int, steps: int, interval: float, warmup: float, duration: float, target: Target) -> dict[str, float]:
+async def measure_once(
+    config_dir: Path, *, workflows: int, steps: int, interval: float, warmup: float, duration: float, target: Target
+) -> dict[str, float]:
     from collector.service import Service
 
     gc.collect()  # the previous repetition's garbage is not this one's cost
@@ -427,7 +429,9 @@ def format_table(report: dict[str, Any]) -> str:
     ]
     scenarios = [(s, report[s.key]) for s in SCENARIOS.values() if s.key in report]
     if scenarios:
-        lines.append(f"{setup['repeat']} repetitions of {setup['duration_s']:g} s after a {setup['warmup_s']:g} s warm-up; median (min-max)")
+        lines.append(
+            f"{setup['repeat']} repetitions of {setup['duration_s']:g} s after a {setup['warmup_s']:g} s warm-up; median (min-max)"
+        )
         lines.append("")
         header = ["", *(f"{s.title}: {r['workflows']} x {s.steps} every {r['interval_s']:g}s" for s, r in scenarios)]
         rows = [header]
@@ -442,9 +446,9 @@ def format_table(report: dict[str, Any]) -> str:
         m = report["metrics"]
         lines.append("")
         lines.append(f"/metrics at {m['workflows']} six-step workflows ({m['workflows_populated']} populated), median of {m['samples']}:")
-        lines.append(f"  render (generate_latest, no cache)  {m['metrics_render_ms']:.0f} ms ({m['metrics_render_ms_min']:.0f}-{m['metrics_render_ms_max']:.0f})")
-        lines.append(f"  HTTP scrape through the API          {m['scrape_http_ms']:.0f} ms ({m['scrape_http_ms_min']:.0f}-{m['scrape_http_ms_max']:.0f})")
-        lines.append(f"  exposition                           {m['metrics_bytes']:,} bytes, {m['metrics_series']:,} series")
+        for label, key in (("render (generate_latest, no cache)", "metrics_render_ms"), ("HTTP scrape through the API", "scrape_http_ms")):
+            lines.append(f"  {label:<36}{m[key]:.0f} ms ({m[key + '_min']:.0f}-{m[key + '_max']:.0f})")
+        lines.append(f"  {'exposition':<36}{m['metrics_bytes']:,} bytes, {m['metrics_series']:,} series")
     return "\n".join(lines)
 
 
@@ -492,10 +496,17 @@ async def _bench(args: argparse.Namespace, target: Target, workdir: Path, progre
             progress(f"{scenario.title}: repetition {index + 1}/{args.repeat}")
             repeats.append(
                 await measure_once(
-                    config_dir, workflows=workflows, steps=scenario.steps, interval=args.interval, warmup=warmup, duration=args.duration, target=target
+                    config_dir,
+                    workflows=workflows,
+                    steps=scenario.steps,
+                    interval=args.interval,
+                    warmup=warmup,
+                    duration=args.duration,
+                    target=target,
                 )
             )
-        report[scenario.key] = {"workflows": workflows, "steps_per_workflow": scenario.steps, "interval_s": args.interval, **summarise(repeats)}
+        figures = summarise(repeats)
+        report[scenario.key] = {"workflows": workflows, "steps_per_workflow": scenario.steps, "interval_s": args.interval, **figures}
     if "scrape" in chosen:
         progress(f"/metrics: {args.scrape_workflows} six-step workflows")
         config_dir = write_config(workdir / "scrape", target.base_url, args.scrape_workflows, 6, 3600)

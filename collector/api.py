@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 # Prometheus before 3.0 knows only the 0.0.4 text format by name; the body is that format.
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
@@ -51,9 +51,11 @@ def create_app(service: Service) -> FastAPI:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
     @app.get("/metrics", summary="Prometheus exposition", response_class=Response)
-    async def metrics() -> Response:
-        body = await asyncio.to_thread(service.metrics.render)
-        return Response(body, media_type=CONTENT_TYPE)
+    async def metrics(request: Request) -> Response:
+        gzipped = "gzip" in request.headers.get("accept-encoding", "")
+        body = await asyncio.to_thread(service.metrics.render, gzipped=gzipped)
+        headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"} if gzipped else {}
+        return Response(body, media_type=CONTENT_TYPE, headers=headers)
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:

@@ -53,6 +53,9 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
 
 
 def log_run(result: RunResult) -> None:
+    level = logging.INFO if result.outcome in ("success", "skipped") else logging.WARNING
+    if not run_log.isEnabledFor(level):
+        return
     fields: dict[str, Any] = {
         "workflow": result.workflow,
         "env": result.env,
@@ -69,5 +72,4 @@ def log_run(result: RunResult) -> None:
         fields["message"] = result.message
     if result.skip_reason:
         fields["skip_reason"] = result.skip_reason
-    level = logging.INFO if result.outcome in ("success", "skipped") else logging.WARNING
     run_log.log(level, "run", extra={"fields": fields})

@@ -24,33 +24,44 @@ _MIN_SECRET_LEN = 4
 class Redactor:
     """Replaces known secret values in strings and nested data."""
 
-    def __init__(self, values: Iterable[str] = ()) -> None:
+    def __init__(self, values: Iterable[str] = (), *, parent: Redactor | None = None) -> None:
         self._values: set[str] = set()
+        self._ordered: list[str] = []
         self._pattern: re.Pattern[str] | None = None
+        self._parent = parent
         self.add(*values)
 
     def add(self, *values: str) -> None:
         fresh = {v for v in values if isinstance(v, str) and len(v) >= _MIN_SECRET_LEN} - self._values
+        if self._parent is not None:
+            fresh = {v for v in fresh if not self._parent.knows(v)}
         if fresh:
             self._values |= fresh
             # Longest first so a secret that contains another is masked whole.
-            ordered = sorted(self._values, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+            self._ordered = sorted(self._values, key=len, reverse=True)
+            if self._parent is None:
+                self._pattern = re.compile("|".join(re.escape(v) for v in self._ordered))
+
+    def knows(self, value: str) -> bool:
+        return value in self._values or (self._parent is not None and self._parent.knows(value))
 
     def child(self) -> Redactor:
-        """A redactor that also knows this one's values, for one run's captures."""
-        child = Redactor()
-        child._values = set(self._values)
-        child._pattern = self._pattern
-        return child
+        """A redactor for one run: it adds that run's secret captures without
+        copying or recompiling this one's pattern, which serves every run."""
+        return Redactor(parent=self)
 
     def __bool__(self) -> bool:
-        return bool(self._values)
+        return bool(self._values) or bool(self._parent)
 
     def text(self, value: str) -> str:
-        if self._pattern is None or not value:
+        if not value:
             return value
-        return self._pattern.sub(MASK, value)
+        if self._parent is not None:
+            # A run knows a handful of values: plain replacement beats compiling a pattern per run.
+            for secret in self._ordered:
+                value = value.replace(secret, MASK)
+            return self._parent.text(value)
+        return self._pattern.sub(MASK, value) if self._pattern is not None else value
 
     def data(self, value: Any) -> Any:
         if isinstance(value, str):

@@ -62,11 +62,11 @@ class Service:
         self.runner = Runner(self.engine, self.breakers)
         history = self.config.history
         self.store = HistoryStore(Path(data_dir) / "history.sqlite3", runs_per_pair=history.runs_per_pair, max_age=history.max_age)
-        self.scheduler = Scheduler(self._execute, on_missed=self._missed, on_lateness=self.state.lateness.observe)
+        self.scheduler = Scheduler(self._execute, on_missed=self.state.add_missed, on_lateness=self.state.lateness.observe)
         self.state.internal_errors = lambda: self.runner.internal_errors
         self.state.circuits = self.breakers.states
         self.registry = new_registry(self.state)
-        self.metrics = MetricsRenderer(self.registry, max_age=0.5)
+        self.metrics = MetricsRenderer(self.state)
         self.state.configure({pair: wf.labels for pair, wf in self.selected(self.config).items()})
         self.listeners: list[Callable[[RunResult], None]] = []
         self.ready = False
@@ -115,11 +115,6 @@ class Service:
         return True
 
     # ------------------------------------------------------------ running
-
-    def _missed(self, pair: Pair, count: int) -> None:
-        state = self.state.pairs.get(pair)
-        if state is not None:
-            state.missed += count
 
     def _failing_dependency(self, workflow: Workflow, env: str) -> str | None:
         for dependency in workflow.depends_on:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from prometheus_client import generate_latest
-
 from collector.metrics import State, new_registry
 from collector.result import CheckFailure, RunResult, StepResult
 
@@ -76,30 +74,30 @@ def test_circuit_state_is_exported_per_target() -> None:
 GOLDEN = """\
 # HELP flowprobe_workflow_success 1 if the last run of the workflow succeeded, else 0.
 # TYPE flowprobe_workflow_success gauge
-flowprobe_workflow_success{env="prod",workflow="order-placement"} 1.0
+flowprobe_workflow_success{workflow="order-placement",env="prod"} 1
 # HELP flowprobe_workflow_last_run_timestamp_seconds When the last run finished, as a unix timestamp.
 # TYPE flowprobe_workflow_last_run_timestamp_seconds gauge
-flowprobe_workflow_last_run_timestamp_seconds{env="prod",workflow="order-placement"} 1.70000000025e+09
+flowprobe_workflow_last_run_timestamp_seconds{workflow="order-placement",env="prod"} 1700000000.25
 # HELP flowprobe_workflow_runs_total Runs by result: success, failure, error or skipped.
 # TYPE flowprobe_workflow_runs_total counter
-flowprobe_workflow_runs_total{env="prod",result="success",workflow="order-placement"} 1.0
-flowprobe_workflow_runs_total{env="prod",result="failure",workflow="order-placement"} 0.0
-flowprobe_workflow_runs_total{env="prod",result="error",workflow="order-placement"} 0.0
-flowprobe_workflow_runs_total{env="prod",result="skipped",workflow="order-placement"} 0.0
+flowprobe_workflow_runs_total{workflow="order-placement",env="prod",result="success"} 1
+flowprobe_workflow_runs_total{workflow="order-placement",env="prod",result="failure"} 0
+flowprobe_workflow_runs_total{workflow="order-placement",env="prod",result="error"} 0
+flowprobe_workflow_runs_total{workflow="order-placement",env="prod",result="skipped"} 0
 # HELP flowprobe_workflow_duration_seconds Duration of whole runs, retries included.
 # TYPE flowprobe_workflow_duration_seconds histogram
-flowprobe_workflow_duration_seconds_bucket{env="prod",le="0.025",workflow="order-placement"} 0.0
-flowprobe_workflow_duration_seconds_bucket{env="prod",le="0.1",workflow="order-placement"} 0.0
-flowprobe_workflow_duration_seconds_bucket{env="prod",le="0.25",workflow="order-placement"} 1.0
-flowprobe_workflow_duration_seconds_bucket{env="prod",le="0.5",workflow="order-placement"} 1.0
-flowprobe_workflow_duration_seconds_bucket{env="prod",le="1.0",workflow="order-placement"} 1.0
-flowprobe_workflow_duration_seconds_bucket{env="prod",le="2.5",workflow="order-placement"} 1.0
-flowprobe_workflow_duration_seconds_bucket{env="prod",le="5.0",workflow="order-placement"} 1.0
-flowprobe_workflow_duration_seconds_bucket{env="prod",le="10.0",workflow="order-placement"} 1.0
-flowprobe_workflow_duration_seconds_bucket{env="prod",le="30.0",workflow="order-placement"} 1.0
-flowprobe_workflow_duration_seconds_bucket{env="prod",le="+Inf",workflow="order-placement"} 1.0
-flowprobe_workflow_duration_seconds_count{env="prod",workflow="order-placement"} 1.0
-flowprobe_workflow_duration_seconds_sum{env="prod",workflow="order-placement"} 0.25
+flowprobe_workflow_duration_seconds_bucket{workflow="order-placement",env="prod",le="0.05"} 0
+flowprobe_workflow_duration_seconds_bucket{workflow="order-placement",env="prod",le="0.1"} 0
+flowprobe_workflow_duration_seconds_bucket{workflow="order-placement",env="prod",le="0.25"} 1
+flowprobe_workflow_duration_seconds_bucket{workflow="order-placement",env="prod",le="0.5"} 1
+flowprobe_workflow_duration_seconds_bucket{workflow="order-placement",env="prod",le="1.0"} 1
+flowprobe_workflow_duration_seconds_bucket{workflow="order-placement",env="prod",le="2.5"} 1
+flowprobe_workflow_duration_seconds_bucket{workflow="order-placement",env="prod",le="5.0"} 1
+flowprobe_workflow_duration_seconds_bucket{workflow="order-placement",env="prod",le="10.0"} 1
+flowprobe_workflow_duration_seconds_bucket{workflow="order-placement",env="prod",le="30.0"} 1
+flowprobe_workflow_duration_seconds_bucket{workflow="order-placement",env="prod",le="+Inf"} 1
+flowprobe_workflow_duration_seconds_count{workflow="order-placement",env="prod"} 1
+flowprobe_workflow_duration_seconds_sum{workflow="order-placement",env="prod"} 0.25
 """
 
 
@@ -107,7 +105,7 @@ def test_exposition_golden_text_and_no_created_series() -> None:
     state = State()
     state.configure({("order-placement", "prod"): {}})
     state.record(run())
-    text = generate_latest(new_registry(state, process=False)).decode()
+    text = state.render()
     assert text.startswith(GOLDEN)
     assert "_created" not in text
     # Series stay few: one run of a 3-step workflow (one step skipped).
@@ -123,3 +121,24 @@ def test_a_renewed_certificate_shows_at_the_next_run() -> None:
     state.record(run(cert=1800000000.0))
     state.record(run(cert=1900000000.0))
     assert registry.get_sample_value("flowprobe_ssl_earliest_cert_expiry", labels) == 1900000000.0
+
+
+def test_a_pair_is_rendered_again_only_after_it_changes() -> None:
+    state = State()
+    state.configure({("a", "prod"): {}, ("b", "prod"): {}})
+    state.record(run())
+    first = state.render()
+    cached = state.pairs[("b", "prod")].rendered
+    assert state.render() == first
+    assert state.pairs[("b", "prod")].rendered is cached  # untouched pairs reuse their lines
+    state.add_missed(("a", "prod"), 3)
+    assert 'flowprobe_runs_missed_total{workflow="a",env="prod"} 3\n' in state.render()
+    assert state.pairs[("b", "prod")].rendered is cached
+
+
+def test_label_values_are_escaped() -> None:
+    state = State()
+    state.configure({("a", "prod"): {"owner": 'team "blue"\\ops\nnight'}})
+    registry = new_registry(state, process=False)
+    labels = {"workflow": "a", "env": "prod", "owner": 'team "blue"\\ops\nnight'}
+    assert registry.get_sample_value("flowprobe_workflow_info", labels) == 1

@@ -131,7 +131,10 @@ def test_api_health_readiness_and_metrics(api: tuple[Service, TestClient]) -> No
     assert client.get("/readyz").status_code == 200
     metrics = client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
-    assert "flowprobe_config_last_reload_successful 1.0" in metrics.text
+    assert "\nflowprobe_config_last_reload_successful 1\n" in metrics.text
+    zipped = client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.text == metrics.text  # the client decompresses it
 
 
 def test_api_workflows_and_paginated_runs(api: tuple[Service, TestClient]) -> None:
