@@ -49,11 +49,12 @@ Each scenario repeats (``--repeat``, default 3) with a fresh `Service`; the
 figure shown is the median, with the min-max of the repetitions.
 
 ``/metrics``: after every pair has run once (so every step series exists), the
-scheduler is stopped and the exposition is rendered with
-``prometheus_client.generate_latest`` straight from the registry (no cache),
-several times; then the real API (`create_app` under `ApiServer`) is scraped
-over HTTP with httpx, with the render cache off, several times. Medians are
-reported with the exposition's size and its number of series.
+scheduler is stopped and the exposition is rendered with ``State.render()``
+several times, cold (every pair marked changed, as after a scrape interval in
+which every pair ran) and warm (nothing changed); then the real API
+(`create_app` under `ApiServer`) is scraped over HTTP with httpx, cold, with
+and without gzip. Medians are reported with the exposition's size and its
+number of series.
 """
 
 from __future__ import annotations
@@ -309,7 +310,6 @@ async def measure_once(
 
 async def measure_scrape(config_dir: Path, *, samples: int, concurrency: int = 100) -> dict[str, float]:
     import httpx
-    from prometheus_client import generate_latest
 
     from collector.api import create_app
     from collector.metrics import MetricsRenderer
@@ -329,39 +329,62 @@ async def measure_scrape(config_dir: Path, *, samples: int, concurrency: int = 1
         await service.stop()  # a quiet process: the figures are the render's alone
         populated = sum(1 for pair in service.state.pairs.values() if pair.steps)
 
-        render_ms = []
+        def touch_all() -> None:
+            for pair in service.state.pairs.values():
+                pair.version += 1
+
+        def timed(render: Any) -> tuple[float, Any]:
+            started = time.perf_counter()
+            value = render()
+            return (time.perf_counter() - started) * 1000, value
+
+        cold_ms, warm_ms = [], []
         body = b""
         for _ in range(samples):
-            started = time.perf_counter()
-            body = generate_latest(service.registry)
-            render_ms.append((time.perf_counter() - started) * 1000)
+            touch_all()
+            elapsed, text = timed(service.state.render)
+            cold_ms.append(elapsed)
+            warm_ms.append(timed(service.state.render)[0])
+            body = text.encode()
 
-        service.metrics = MetricsRenderer(service.registry, max_age=0)  # every scrape renders
+        service.metrics = MetricsRenderer(service.state, max_age=0)  # every scrape renders
         api = ApiServer(create_app(service), HOST, 0)
         await api.start()
-        scrape_ms = []
+        scrape_ms: dict[str, list[float]] = {"identity": [], "gzip": []}
+        gzip_bytes = 0
         try:
             async with httpx.AsyncClient(base_url=f"http://{HOST}:{api.port}", timeout=120) as client:
                 (await client.get("/metrics")).raise_for_status()  # connect and warm the app
                 for _ in range(samples):
-                    started = time.perf_counter()
-                    response = await client.get("/metrics")
-                    response.raise_for_status()
-                    scrape_ms.append((time.perf_counter() - started) * 1000)
+                    for encoding in scrape_ms:
+                        touch_all()
+                        started = time.perf_counter()
+                        response = await client.get("/metrics", headers={"Accept-Encoding": encoding})
+                        response.raise_for_status()
+                        scrape_ms[encoding].append((time.perf_counter() - started) * 1000)
+                        if encoding == "gzip":
+                            gzip_bytes = int(response.headers.get("content-length", 0))
         finally:
             await api.stop()
     series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
     return {
         "workflows": len(service.state.pairs),
         "workflows_populated": populated,
-        "metrics_render_ms": statistics.median(render_ms),
-        "metrics_render_ms_min": min(render_ms),
-        "metrics_render_ms_max": max(render_ms),
+        "metrics_render_cold_ms": statistics.median(cold_ms),
+        "metrics_render_cold_ms_min": min(cold_ms),
+        "metrics_render_cold_ms_max": max(cold_ms),
+        "metrics_render_warm_ms": statistics.median(warm_ms),
+        "metrics_render_warm_ms_min": min(warm_ms),
+        "metrics_render_warm_ms_max": max(warm_ms),
         "metrics_bytes": len(body),
+        "metrics_gzip_bytes": gzip_bytes,
         "metrics_series": series,
-        "scrape_http_ms": statistics.median(scrape_ms),
-        "scrape_http_ms_min": min(scrape_ms),
-        "scrape_http_ms_max": max(scrape_ms),
+        "scrape_http_ms": statistics.median(scrape_ms["identity"]),
+        "scrape_http_ms_min": min(scrape_ms["identity"]),
+        "scrape_http_ms_max": max(scrape_ms["identity"]),
+        "scrape_http_gzip_ms": statistics.median(scrape_ms["gzip"]),
+        "scrape_http_gzip_ms_min": min(scrape_ms["gzip"]),
+        "scrape_http_gzip_ms_max": max(scrape_ms["gzip"]),
         "samples": samples,
     }
 
@@ -446,9 +469,14 @@ def format_table(report: dict[str, Any]) -> str:
         m = report["metrics"]
         lines.append("")
         lines.append(f"/metrics at {m['workflows']} six-step workflows ({m['workflows_populated']} populated), median of {m['samples']}:")
-        for label, key in (("render (generate_latest, no cache)", "metrics_render_ms"), ("HTTP scrape through the API", "scrape_http_ms")):
-            lines.append(f"  {label:<36}{m[key]:.0f} ms ({m[key + '_min']:.0f}-{m[key + '_max']:.0f})")
-        lines.append(f"  {'exposition':<36}{m['metrics_bytes']:,} bytes, {m['metrics_series']:,} series")
+        for label, key in (
+            ("render, every pair changed", "metrics_render_cold_ms"),
+            ("render, nothing changed", "metrics_render_warm_ms"),
+            ("HTTP scrape, every pair changed", "scrape_http_ms"),
+            ("HTTP scrape, gzip, every pair changed", "scrape_http_gzip_ms"),
+        ):
+            lines.append(f"  {label:<40}{m[key]:.1f} ms ({m[key + '_min']:.1f}-{m[key + '_max']:.1f})")
+        lines.append(f"  {'exposition':<40}{m['metrics_bytes']:,} bytes ({m['metrics_gzip_bytes']:,} gzipped), {m['metrics_series']:,} series")
     return "\n".join(lines)
 
 
