@@ -105,6 +105,8 @@ class PairState:
     retries: int = 0
     flaky: int = 0
     missed: int = 0
+    consecutive_failures: int = 0
+    failure: tuple[str, str] | None = None  # (step, reason) of the last failed run, while failing
     cert_not_after: float | None = None
     steps: dict[str, StepState] = field(default_factory=dict)
     # Bumped on every change; the renderer keeps this pair's lines until it moves.
@@ -123,6 +125,8 @@ _PAIR_FAMILIES = (
     ("flowprobe_runs_missed_total", "counter", "Scheduled runs that were due but not made (coalesced or overlapping)."),
     ("flowprobe_ssl_earliest_cert_expiry", "gauge", "Earliest expiry of the TLS certificates seen by the last run, as a unix timestamp."),
     ("flowprobe_workflow_info", "gauge", "Static labels of each workflow, to join on (workflow, env)."),
+    ("flowprobe_workflow_consecutive_failures", "gauge", "Runs that failed in a row, up to the last one; 0 after a success."),
+    ("flowprobe_workflow_failure_info", "gauge", "The step and reason that failed the last run, while the workflow fails."),
     ("flowprobe_step_duration_seconds", "histogram", "Duration of each step."),
     ("flowprobe_step_success", "gauge", "1 if the step passed in the last run that reached it, else 0."),
     ("flowprobe_step_phase_seconds", "gauge", "Time per phase of the step's last request."),
@@ -160,6 +164,8 @@ def _pair_lines(workflow: str, env: str, pair: PairState) -> list[str]:
         f"flowprobe_runs_missed_total{{{key}}} {pair.missed}\n",
         cert,
         f"flowprobe_workflow_info{{{key}{static}}} 1\n",
+        f"flowprobe_workflow_consecutive_failures{{{key}}} {pair.consecutive_failures}\n",
+        f'flowprobe_workflow_failure_info{{{key},step="{_escape(pair.failure[0])}",reason="{pair.failure[1]}"}} 1\n' if pair.failure else "",
         "".join(step_duration),
         "".join(step_success),
         "".join(phases),
@@ -221,6 +227,11 @@ class State:
         if result.outcome == "skipped":
             return
         pair.success = int(result.outcome == "success")
+        if result.outcome == "success":
+            pair.consecutive_failures, pair.failure = 0, None
+        else:
+            pair.consecutive_failures += 1
+            pair.failure = (result.failed_step, result.reason) if result.failed_step and result.reason else None
         pair.duration.observe(result.duration)
         # Earliest expiry seen by this run, so a renewed certificate shows at the next run.
         expiries = [s.cert_not_after for s in result.steps if s.cert_not_after is not None]

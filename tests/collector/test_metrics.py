@@ -142,3 +142,19 @@ def test_label_values_are_escaped() -> None:
     registry = new_registry(state, process=False)
     labels = {"workflow": "a", "env": "prod", "owner": 'team "blue"\\ops\nnight'}
     assert registry.get_sample_value("flowprobe_workflow_info", labels) == 1
+
+
+def test_consecutive_failures_and_the_failing_step() -> None:
+    state = State()
+    state.configure({("order-placement", "prod"): {}})
+    registry = new_registry(state, process=False)
+    labels = {"workflow": "order-placement", "env": "prod"}
+    failing = {**labels, "step": "order", "reason": "status"}
+    state.record(run("failure"))
+    state.record(RunResult("order-placement", "prod", "s", 1.0, "skipped", skip_reason="dependency"))  # says nothing
+    state.record(run("failure"))
+    assert registry.get_sample_value("flowprobe_workflow_consecutive_failures", labels) == 2
+    assert registry.get_sample_value("flowprobe_workflow_failure_info", failing) == 1
+    state.record(run("success"))
+    assert registry.get_sample_value("flowprobe_workflow_consecutive_failures", labels) == 0
+    assert registry.get_sample_value("flowprobe_workflow_failure_info", failing) is None
