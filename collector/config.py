@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 ENVIRONMENTS_FILE = "environments.yaml"
+SETTINGS_FILE = "flowprobe.yaml"
 JSONPATH = JSONPathEnvironment()
 
 # ---------------------------------------------------------------- scalar types
@@ -461,6 +462,47 @@ class EnvironmentsFile(_Strict):
     history: HistorySettings = HistorySettings()
 
 
+Role = Literal["viewer", "operator", "webhook"]
+
+
+class ApiToken(_Strict):
+    """A bearer token for the collector's API. operator can write (acknowledge,
+    resolve) and read; viewer can read; webhook can only post Alertmanager's
+    webhook, so Alertmanager's credential cannot acknowledge anything."""
+
+    name: Identifier
+    role: Role
+    token: SecretRef
+
+
+class EscalationStep(_Strict):
+    after: PositiveDuration
+    to: Identifier
+
+
+class AlertingSettings(_Strict):
+    alertmanager_url: str | None = Field(None, pattern=r"^https?://")
+    database: str | SecretRef | None = None
+    tokens: list[ApiToken] = Field(default_factory=list)
+    escalation: dict[Literal["critical", "warning", "info"], list[EscalationStep]] = Field(default_factory=dict)
+    escalation_check: PositiveDuration = 30.0
+
+    @field_validator("escalation")
+    @classmethod
+    def _steps_in_order(cls, value: dict[str, list[EscalationStep]]) -> dict[str, list[EscalationStep]]:
+        for severity, steps in value.items():
+            if [s.after for s in steps] != sorted(s.after for s in steps):
+                raise ValueError(f"escalation steps for {severity} must be in order of after")
+        return value
+
+
+class SettingsFile(_Strict):
+    """flowprobe.yaml: settings of the collector itself (optional)."""
+
+    public_url: str = Field("http://127.0.0.1:9700", pattern=r"^https?://")
+    alerting: AlertingSettings = AlertingSettings()
+
+
 # ---------------------------------------------------------------- JSON Schema
 
 _DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -501,6 +543,10 @@ class Config:
     sources: dict[str, str] = field(default_factory=dict)
     # Resolved secret values per (workflow, env); never logged, never serialised.
     secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict, repr=False)
+    settings: SettingsFile = field(default_factory=SettingsFile)
+    # Resolved API tokens (token value -> (name, role)) and the alert database URL.
+    tokens: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    database_url: str | None = field(default=None, repr=False)
 
     def environments_of(self, workflow: Workflow) -> list[str]:
         return list(workflow.environments) if workflow.environments is not None else list(self.environments)
@@ -816,6 +862,8 @@ def _workflow_files(paths: Iterable[Path]) -> tuple[list[Path], Path | None]:
         for candidate in candidates:
             if candidate.name in (ENVIRONMENTS_FILE, "environments.yml"):
                 environments = candidate
+            elif candidate.name == SETTINGS_FILE:
+                continue  # read by _load_settings beside environments.yaml
             else:
                 files.append(candidate)
     return files, environments
@@ -909,6 +957,8 @@ def _load(given: list[Path], environments: Path | None, secret_values: list[str]
         sources[workflow.name] = doc.file
         docs[workflow.name] = doc
 
+    settings, tokens, database_url = _load_settings(base_dir / SETTINGS_FILE, problems, secret_values)
+
     resolved: dict[tuple[str, str], dict[str, str]] = {}
     for name, workflow in workflows.items():
         doc = docs[name]
@@ -939,6 +989,9 @@ def _load(given: list[Path], environments: Path | None, secret_values: list[str]
     # Every resolved value, also one that a workflow's own secret overrides: it is still a secret.
     for values in [*env_secrets.values(), *resolved.values()]:
         global_redactor.add(*values.values())
+    global_redactor.add(*tokens)
+    if database_url is not None and isinstance(settings.alerting.database, SecretRef):
+        global_redactor.add(database_url)
     return Config(
         workflows=workflows,
         environments=dict(env_file.environments),
@@ -946,7 +999,58 @@ def _load(given: list[Path], environments: Path | None, secret_values: list[str]
         history=env_file.history,
         sources=sources,
         secrets=resolved,
+        settings=settings,
+        tokens=tokens,
+        database_url=database_url,
     )
+
+
+def _load_settings(path: Path, problems: list[Problem], secret_values: list[str]) -> tuple[SettingsFile, dict[str, tuple[str, str]], str | None]:
+    """flowprobe.yaml beside environments.yaml, if there is one; problems are appended."""
+    empty: tuple[SettingsFile, dict[str, tuple[str, str]], str | None] = (SettingsFile(), {}, None)
+    if not path.exists():
+        return empty
+    try:
+        doc = load_document(path, display=_display(path))
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return empty
+    if doc.data is None:
+        return empty
+    if not isinstance(doc.data, dict):
+        problems.append(doc.problem((), f"must be a mapping, not {_kind(doc.data)}"))
+        return empty
+    alerting = doc.data.get("alerting")
+    if isinstance(alerting, dict):
+        for token in alerting.get("tokens") or []:
+            if isinstance(token, dict):
+                secret_values += _raw_secret_values({"token": token.get("token")}, path.parent)
+    try:
+        settings = SettingsFile.model_validate(doc.data)
+    except ValidationError as exc:
+        problems.extend(_validation_problems(doc, exc, SettingsFile))
+        return empty
+    tokens: dict[str, tuple[str, str]] = {}
+    for index, token in enumerate(settings.alerting.tokens):
+        try:
+            value = _resolve_secret(token.token, path.parent)
+        except LookupError as exc:
+            problems.append(doc.problem(("alerting", "tokens", index, "token"), str(exc)))
+            continue
+        if len(value) < 16:
+            problems.append(doc.problem(("alerting", "tokens", index, "token"), "a token must be at least 16 characters"))
+        elif value in tokens:
+            problems.append(doc.problem(("alerting", "tokens", index, "token"), f"the same token as {tokens[value][0]}"))
+        else:
+            tokens[value] = (token.name, token.role)
+    database = settings.alerting.database
+    database_url: str | None = database if isinstance(database, str) else None
+    if isinstance(database, SecretRef):
+        try:
+            database_url = _resolve_secret(database, path.parent)
+        except LookupError as exc:
+            problems.append(doc.problem(("alerting", "database"), str(exc)))
+    return settings, tokens, database_url
 
 
 def _dependency_cycles(workflows: Mapping[str, Workflow], docs: Mapping[str, Document]) -> list[Problem]:
