@@ -5,6 +5,8 @@
     flowprobe run --config DIR [--env E] [--shard i/N] [--once]
     flowprobe demo                     demo target + collector, no external server
     flowprobe target                   the demo target alone
+    flowprobe rules [--check]          Prometheus rules and promtool tests from the workflows
+    flowprobe alerts list|show|ack|resolve
 """
 
 from __future__ import annotations
@@ -73,6 +75,27 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--target-port", type=int, default=8080, help="first of three ports for the prod, staging and dev targets")
     demo.add_argument("--data-dir", type=Path, default=Path("data/demo"))
     demo.add_argument("--log-level", default=os.environ.get("FLOWPROBE_LOG_LEVEL", "warning"))
+
+    rules = sub.add_parser("rules", help="write Prometheus recording and alerting rules (and their promtool tests) from the workflows")
+    rules.add_argument("--config", type=Path, default=Path("workflows"))
+    rules.add_argument("--rules", type=Path, default=Path("provisioning/prometheus/rules/flowprobe.rules.yml"), help="rules file to write")
+    rules.add_argument("--tests", type=Path, default=Path("provisioning/prometheus/tests/flowprobe.test.yml"), help="promtool test file to write")
+    rules.add_argument("--check", action="store_true", help="write nothing; exit 1 if the files differ from what the workflows give")
+
+    alerts = sub.add_parser("alerts", help="list, show, acknowledge and resolve alerts through the collector's API")
+    alerts.add_argument("--url", default=os.environ.get("FLOWPROBE_URL", f"http://{DEFAULT_LISTEN}"), help="the collector (default $FLOWPROBE_URL)")
+    alerts.add_argument("--token-env", default="FLOWPROBE_TOKEN", help="environment variable holding the API token (default FLOWPROBE_TOKEN)")
+    alerts_sub = alerts.add_subparsers(dest="action", required=True)
+    listing = alerts_sub.add_parser("list", help="alerts, newest first")
+    for name in ("status", "severity", "workflow", "env"):
+        listing.add_argument(f"--{name}")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    show = alerts_sub.add_parser("show", help="one alert with its history")
+    show.add_argument("id")
+    for action in ("ack", "resolve"):
+        acting = alerts_sub.add_parser(action, help=f"{'acknowledge' if action == 'ack' else 'resolve'} an alert")
+        acting.add_argument("id")
+        acting.add_argument("--comment", "-m", required=True)
 
     target = sub.add_parser("target", help="serve the demo farmers-market target alone (as in docker compose)")
     target.add_argument("--listen", type=_listen, default=_listen("127.0.0.1:8080"))
@@ -179,9 +202,21 @@ def _target(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rules(args: argparse.Namespace) -> int:
+    from collector.rules import command
+
+    return command(args)
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    from collector.alert_cli import command
+
+    return command(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"check": _check, "schema": _schema, "run": _run, "demo": _demo, "target": _target}
+    handlers = {"check": _check, "schema": _schema, "run": _run, "demo": _demo, "target": _target, "rules": _rules, "alerts": _alerts}
     return handlers[args.command](args)
 
 
