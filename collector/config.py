@@ -496,11 +496,28 @@ class AlertingSettings(_Strict):
         return value
 
 
+class InfluxSettings(_Strict):
+    """Where run points go, and how hard to try. Points wait in a bounded disk
+    spool while InfluxDB is away, so an outage loses nothing up to its size."""
+
+    url: str = Field(pattern=r"^https?://")
+    org: str = Field(min_length=1)
+    bucket: str = Field(min_length=1)
+    token: SecretRef
+    batch_size: int = Field(500, ge=1, le=50_000)
+    flush_interval: PositiveDuration = 1.0
+    timeout: PositiveDuration = 10.0
+    retry_initial: PositiveDuration = 1.0
+    retry_max: PositiveDuration = 30.0
+    spool_max_points: int = Field(1_000_000, ge=1)
+
+
 class SettingsFile(_Strict):
     """flowprobe.yaml: settings of the collector itself (optional)."""
 
     public_url: str = Field("http://127.0.0.1:9700", pattern=r"^https?://")
     alerting: AlertingSettings = AlertingSettings()
+    influx: InfluxSettings | None = None
 
 
 # ---------------------------------------------------------------- JSON Schema
@@ -547,6 +564,7 @@ class Config:
     # Resolved API tokens (token value -> (name, role)) and the alert database URL.
     tokens: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     database_url: str | None = field(default=None, repr=False)
+    influx_token: str | None = field(default=None, repr=False)
 
     def environments_of(self, workflow: Workflow) -> list[str]:
         return list(workflow.environments) if workflow.environments is not None else list(self.environments)
@@ -957,7 +975,7 @@ def _load(given: list[Path], environments: Path | None, secret_values: list[str]
         sources[workflow.name] = doc.file
         docs[workflow.name] = doc
 
-    settings, tokens, database_url = _load_settings(base_dir / SETTINGS_FILE, problems, secret_values)
+    settings = _load_settings(base_dir / SETTINGS_FILE, problems, secret_values)
 
     resolved: dict[tuple[str, str], dict[str, str]] = {}
     for name, workflow in workflows.items():
@@ -989,9 +1007,11 @@ def _load(given: list[Path], environments: Path | None, secret_values: list[str]
     # Every resolved value, also one that a workflow's own secret overrides: it is still a secret.
     for values in [*env_secrets.values(), *resolved.values()]:
         global_redactor.add(*values.values())
-    global_redactor.add(*tokens)
-    if database_url is not None and isinstance(settings.alerting.database, SecretRef):
-        global_redactor.add(database_url)
+    global_redactor.add(*settings.tokens)
+    if settings.database_url is not None and isinstance(settings.file.alerting.database, SecretRef):
+        global_redactor.add(settings.database_url)
+    if settings.influx_token is not None:
+        global_redactor.add(settings.influx_token)
     return Config(
         workflows=workflows,
         environments=dict(env_file.environments),
@@ -999,15 +1019,24 @@ def _load(given: list[Path], environments: Path | None, secret_values: list[str]
         history=env_file.history,
         sources=sources,
         secrets=resolved,
-        settings=settings,
-        tokens=tokens,
-        database_url=database_url,
+        settings=settings.file,
+        tokens=settings.tokens,
+        database_url=settings.database_url,
+        influx_token=settings.influx_token,
     )
 
 
-def _load_settings(path: Path, problems: list[Problem], secret_values: list[str]) -> tuple[SettingsFile, dict[str, tuple[str, str]], str | None]:
+@dataclass(frozen=True)
+class _Settings:
+    file: SettingsFile = field(default_factory=SettingsFile)
+    tokens: dict[str, tuple[str, str]] = field(default_factory=dict)
+    database_url: str | None = None
+    influx_token: str | None = None
+
+
+def _load_settings(path: Path, problems: list[Problem], secret_values: list[str]) -> _Settings:
     """flowprobe.yaml beside environments.yaml, if there is one; problems are appended."""
-    empty: tuple[SettingsFile, dict[str, tuple[str, str]], str | None] = (SettingsFile(), {}, None)
+    empty = _Settings()
     if not path.exists():
         return empty
     try:
@@ -1025,6 +1054,9 @@ def _load_settings(path: Path, problems: list[Problem], secret_values: list[str]
         for token in alerting.get("tokens") or []:
             if isinstance(token, dict):
                 secret_values += _raw_secret_values({"token": token.get("token")}, path.parent)
+    influx = doc.data.get("influx")
+    if isinstance(influx, dict):
+        secret_values += _raw_secret_values({"token": influx.get("token")}, path.parent)
     try:
         settings = SettingsFile.model_validate(doc.data)
     except ValidationError as exc:
@@ -1050,7 +1082,13 @@ def _load_settings(path: Path, problems: list[Problem], secret_values: list[str]
             database_url = _resolve_secret(database, path.parent)
         except LookupError as exc:
             problems.append(doc.problem(("alerting", "database"), str(exc)))
-    return settings, tokens, database_url
+    influx_token: str | None = None
+    if settings.influx is not None:
+        try:
+            influx_token = _resolve_secret(settings.influx.token, path.parent)
+        except LookupError as exc:
+            problems.append(doc.problem(("influx", "token"), str(exc)))
+    return _Settings(settings, tokens, database_url, influx_token)
 
 
 def _dependency_cycles(workflows: Mapping[str, Workflow], docs: Mapping[str, Document]) -> list[Problem]:
