@@ -39,6 +39,7 @@ class StepResult:
     attempts: int = 0
     message: str = ""
     cert_not_after: float | None = None
+    started_at: float | None = None  # unix time the step's (last) request began; None if never sent
 
     @property
     def reason(self) -> Reason | None:

@@ -211,7 +211,7 @@ class Runner:
         self.breakers.before_request(target)
         budget = min(spec.timeout, deadline - self.clock())
         started = self.clock()
-        result = StepResult(step.name, "success")
+        result = StepResult(step.name, "success", started_at=self.wall_clock())
         try:
             async with asyncio.timeout(budget):
                 response = await session.send(request)
