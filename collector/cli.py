@@ -100,6 +100,20 @@ def _parser() -> argparse.ArgumentParser:
     target = sub.add_parser("target", help="serve the demo farmers-market target alone (as in docker compose)")
     target.add_argument("--listen", type=_listen, default=_listen("127.0.0.1:8080"))
     target.add_argument("--log-level", default=os.environ.get("FLOWPROBE_LOG_LEVEL", "warning"))
+
+    grafana = sub.add_parser("grafana", help="load the dashboards and datasources into a Grafana you already run")
+    grafana_sub = grafana.add_subparsers(dest="action", required=True)
+    push = grafana_sub.add_parser("push", help="create or update the datasources (by uid) and the dashboards (overwrite, folder flowprobe)")
+    push.add_argument("--url", default=os.environ.get("GRAFANA_URL", "http://127.0.0.1:3000"), help="Grafana (default $GRAFANA_URL or http://127.0.0.1:3000)")
+    credentials = push.add_mutually_exclusive_group()
+    credentials.add_argument("--token-env", default="GRAFANA_TOKEN", help="environment variable holding a service account token (default GRAFANA_TOKEN)")
+    credentials.add_argument("--user", help="log in as this user instead, with the password from --password-env")
+    push.add_argument("--password-env", default="GRAFANA_PASSWORD", help="environment variable holding --user's password (default GRAFANA_PASSWORD)")
+    push.add_argument("--dashboards", type=Path, default=Path("grafana/dashboards"), help="dashboard JSON files (default grafana/dashboards)")
+    push.add_argument("--datasources", type=Path, default=Path("provisioning/grafana/datasources"), help="datasource provisioning files (default provisioning/grafana/datasources)")
+    for kind in ("prometheus", "alertmanager", "influxdb"):
+        push.add_argument(f"--{kind}-url", help=f"URL for the {kind} datasource(s), as your Grafana reaches it (default: the provisioned one)")
+    push.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
     return parser
 
 
@@ -214,9 +228,15 @@ def _alerts(args: argparse.Namespace) -> int:
     return command(args)
 
 
+def _grafana(args: argparse.Namespace) -> int:
+    from collector.grafana import command
+
+    return command(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"check": _check, "schema": _schema, "run": _run, "demo": _demo, "target": _target, "rules": _rules, "alerts": _alerts}
+    handlers = {"check": _check, "schema": _schema, "run": _run, "demo": _demo, "target": _target, "rules": _rules, "alerts": _alerts, "grafana": _grafana}
     return handlers[args.command](args)
 
 
