@@ -1,0 +1,240 @@
+"""The InfluxDB sink against a real server of the v2 write API: VictoriaMetrics.
+
+The official client writes; the export API reads back. VictoriaMetrics names
+each field `{measurement}_{field}`, keeps milliseconds, stores booleans as 1/0
+and string fields as 0. Stopping it mid-run must lose no point and repeat none.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from collector.config import InfluxSettings
+from collector.result import RunResult, StepResult
+from collector.sink import InfluxSink
+from tests.helpers import free_port, require_binary, running_process, wait_until
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "vm-ignores-this-token-but-it-is-sent"
+
+
+class VictoriaMetrics:
+    """One data directory and port; start and stop it like a server that goes away."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.binary = require_binary("victoria-metrics")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data = tmp_path / "vm-data"
+        self.tmp_path = tmp_path
+        self.starts = 0
+
+    @contextmanager
+    def running(self) -> Iterator[subprocess.Popen[bytes]]:
+        self.starts += 1
+        args = [
+            self.binary,
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-storageDataPath={self.data}",
+            "-search.latencyOffset=0s",
+            "-retentionPeriod=1y",
+        ]
+        with running_process(args, log=self.tmp_path / f"vm-{self.starts}.log") as proc:
+            wait_until(lambda: httpx.get(f"{self.url}/health", timeout=1).text.strip() == "OK", timeout=15, what="VictoriaMetrics")
+            yield proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+
+    def export(self, match: str) -> list[dict[str, Any]]:
+        httpx.get(f"{self.url}/internal/force_flush", timeout=5).raise_for_status()
+        response = httpx.post(f"{self.url}/api/v1/export", data={"match[]": match, "start": "0"}, timeout=10)
+        response.raise_for_status()
+        return [json.loads(text) for text in response.text.splitlines() if text.strip()]
+
+
+@pytest.fixture
+def vm(tmp_path: Path) -> VictoriaMetrics:
+    return VictoriaMetrics(tmp_path)
+
+
+def sink_for(vm: VictoriaMetrics, spool: Path, **overrides: Any) -> InfluxSink:
+    settings = InfluxSettings.model_validate(
+        {
+            "url": vm.url,
+            "org": "acme",
+            "bucket": "probes",
+            "token": {"env": "FLOWPROBE_INFLUX_TOKEN"},
+            "batch_size": 20,
+            "flush_interval": 0.05,
+            "timeout": 2.0,
+            "retry_initial": 0.1,
+            "retry_max": 0.5,
+            **overrides,
+        }
+    )
+    sink = InfluxSink(settings, TOKEN, spool)
+    sink.start()
+    return sink
+
+
+def series(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], dict[str, Any]]:
+    """Export rows keyed by (name, sorted label pairs...)."""
+    out = {}
+    for row in rows:
+        metric = dict(row["metric"])
+        name = metric.pop("__name__")
+        out[(name, *(f"{k}={v}" for k, v in sorted(metric.items())))] = row
+    return out
+
+
+def test_points_arrive_with_their_tags_fields_and_timestamps(vm: VictoriaMetrics, tmp_path: Path) -> None:
+    now = time.time()
+    result = RunResult(
+        "order-placement",
+        "prod",
+        "r1",
+        now - 2.0,
+        "failure",
+        duration=1.5,
+        attempts=2,
+        flaky=True,
+        failed_step="pay",
+        reason="status",
+        steps=[
+            StepResult(
+                "login",
+                "success",
+                status=200,
+                duration=0.125,
+                phases={"connect": 0.001, "tls": 0.002, "request": 0.003, "first_byte": 0.1, "transfer": 0.019},
+                attempts=1,
+                started_at=now - 1.75,
+            ),
+            StepResult("pay", "failure", status=500, duration=0.25, phases={"connect": 0.004}, attempts=3, started_at=now - 1.5),
+            StepResult("cancel", "skipped"),
+        ],
+    )
+    with vm.running():
+        sink = sink_for(vm, tmp_path / "spool")
+        sink.add(result)
+        wait_until(lambda: sink.stats()["written"] == 3, timeout=10, what="3 points written")
+        sink.close(2.0)
+        got = wait_until(
+            lambda: (s := series(vm.export('{__name__=~"flowprobe_.*"}'))) and len(s) == 20 and s, timeout=10, what="20 series"
+        )
+
+    def sample(name: str, **labels: str) -> tuple[float, int]:
+        row = got[(name, *(f"{k}={v}" for k, v in sorted(labels.items())))]
+        assert len(row["values"]) == 1, row
+        return row["values"][0], row["timestamps"][0]
+
+    def ms(unix: float) -> int:
+        return int(unix * 1000)
+
+    login = {"workflow": "order-placement", "env": "prod", "step": "login"}
+    pay = {**login, "step": "pay"}
+    run = {"workflow": "order-placement", "env": "prod", "result": "failure"}
+    assert sample("flowprobe_step_duration", **login) == (0.125, ms(now - 1.75))
+    for phase, seconds in result.steps[0].phases.items():
+        assert sample(f"flowprobe_step_{phase}", **login) == (seconds, ms(now - 1.75))
+    assert sample("flowprobe_step_success", **login)[0] == 1
+    assert sample("flowprobe_step_status_code", **login)[0] == 200
+    assert sample("flowprobe_step_retries", **login)[0] == 0
+    assert sample("flowprobe_step_duration", **pay) == (0.25, ms(now - 1.5))
+    assert sample("flowprobe_step_connect", **pay)[0] == 0.004
+    assert sample("flowprobe_step_success", **pay)[0] == 0
+    assert sample("flowprobe_step_status_code", **pay)[0] == 500
+    assert sample("flowprobe_step_retries", **pay)[0] == 2
+    assert sample("flowprobe_run_duration", **run) == (1.5, ms(now - 2.0))
+    assert sample("flowprobe_run_success", **run)[0] == 0
+    assert sample("flowprobe_run_attempts", **run)[0] == 2
+    assert sample("flowprobe_run_flaky", **run)[0] == 1
+    # String fields: VictoriaMetrics keeps that they were there, not their text.
+    assert sample("flowprobe_run_failed_step", **run)[1] == ms(now - 2.0)
+    assert sample("flowprobe_run_reason", **run)[1] == ms(now - 2.0)
+    assert not any(key[0].startswith("flowprobe_step_") and "step=cancel" in key for key in got)
+
+
+def test_a_server_outage_loses_no_point_and_repeats_none(vm: VictoriaMetrics, tmp_path: Path) -> None:
+    base = time.time() - 600
+    spool = tmp_path / "spool"
+    added: list[RunResult] = []
+
+    def add(sink: InfluxSink, count: int, pause: float = 0.0) -> None:
+        for _ in range(count):
+            i = len(added)
+            result = RunResult(
+                f"wf-{i % 3}",
+                "prod",
+                f"r{i}",
+                base + i * 0.01,
+                "success" if i % 4 else "failure",
+                duration=0.2,
+                attempts=1,
+                steps=[
+                    StepResult(name, "success", status=200, duration=0.01 * (k + 1), attempts=1, started_at=base + i * 0.01)
+                    for k, name in enumerate(("login", "order"))
+                ],
+            )
+            added.append(result)
+            sink.add(result)
+            time.sleep(pause)
+
+    def written(sink: InfluxSink, total: int) -> bool:
+        return sink.stats()["written"] == total
+
+    with vm.running() as proc:
+        sink = sink_for(vm, spool)
+        add(sink, 20)
+        wait_until(lambda: written(sink, 60), timeout=10, what="points before the outage")
+        vm.stop(proc)
+        add(sink, 30, pause=0.01)  # runs go on while the server is away
+        wait_until(lambda: sink.stats()["spool_points"] == 90, timeout=10, what="the outage's points in the spool")
+    assert sink.stats()["failed_writes"] >= 1
+    with vm.running() as proc:
+        add(sink, 20)  # newer points wait behind the spooled ones
+        wait_until(lambda: written(sink, 210), timeout=15, what="the spool replayed")
+        assert sink.stats()["spool_points"] == 0
+        # Away again, and the collector stops: the spool keeps the points for the next start.
+        vm.stop(proc)
+        add(sink, 10)
+        sink.close(1.0)
+        assert sink.stats()["spool_points"] == 30
+    with vm.running():
+        again = sink_for(vm, spool)
+        add(again, 5)
+        wait_until(lambda: written(again, 45), timeout=15, what="the spool replayed after a restart")
+        again.close(2.0)
+        assert sink.stats()["dropped"] == 0 and again.stats()["dropped"] == 0
+
+        expected_runs = Counter((r.workflow, r.outcome) for r in added)
+        expected_times = {key: sorted(int(r.started_at * 1000) for r in added if (r.workflow, r.outcome) == key) for key in expected_runs}
+
+        def runs_exported() -> dict[tuple[str, str], list[int]] | None:
+            rows = vm.export('{__name__="flowprobe_run_duration"}')
+            found = {(row["metric"]["workflow"], row["metric"]["result"]): sorted(row["timestamps"]) for row in rows}
+            return found if sum(len(t) for t in found.values()) >= len(added) else None
+
+        found = wait_until(runs_exported, timeout=10, what=f"{len(added)} run points")
+        steps = vm.export('{__name__="flowprobe_step_duration"}')
+    # Exactly once: every run's timestamp once in its series, nothing extra.
+    assert found == expected_times
+    step_counts = Counter((row["metric"]["workflow"], row["metric"]["step"]) for row in steps for _ in row["timestamps"])
+    assert step_counts == Counter((r.workflow, s.name) for r in added for s in r.steps)
+    for row in steps:
+        assert len(row["timestamps"]) == len(set(row["timestamps"])), row["metric"]
