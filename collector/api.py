@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 # Prometheus before 3.0 knows only the 0.0.4 text format by name; the body is that format.
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
 
+from collector.alert_api import alert_router
 from collector.metrics import VERSION
 
 if TYPE_CHECKING:
@@ -112,4 +113,5 @@ def create_app(service: Service) -> FastAPI:
             raise HTTPException(404, "unknown run")
         return result.to_dict()
 
+    app.include_router(alert_router(service.alerts, tokens=lambda: service.config.tokens))
     return app

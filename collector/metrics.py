@@ -188,6 +188,7 @@ class State:
         self.lateness = Histogram(LATENESS_BUCKETS)
         self.internal_errors: Callable[[], int] = lambda: 0
         self.circuits: Callable[[], Mapping[str, str]] = dict
+        self.sinks: Callable[[], Mapping[str, Mapping[str, int]]] = dict
 
     def configure(self, pairs: Mapping[tuple[str, str], Mapping[str, str]]) -> None:
         """Set the pairs being run (with their static labels); drop the others' series."""
@@ -274,9 +275,28 @@ class State:
                     f"flowprobe_config_last_reload_success_timestamp_seconds {_number(self.reload_success_time)}\n"),
             _family("flowprobe_internal_errors_total", "counter", "Bugs in flowprobe itself caught while running workflows.",
                     f"flowprobe_internal_errors_total {self.internal_errors()}\n"),
+            *_sink_families(self.sinks()),
             _family("flowprobe_build_info", "gauge", "The running flowprobe version.", f'flowprobe_build_info{{version="{VERSION}"}} 1\n'),
         ]
         return "".join(out)
+
+
+_SINK_RESULTS = ("written", "spooled", "dropped", "rejected")
+
+
+def _sink_families(sinks: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """Where run points went, per sink; nothing when no sink is configured."""
+    if not sinks:
+        return []
+    items = list(sinks.items())
+    return [
+        _family("flowprobe_sink_points_total", "counter", "Points per sink by what happened to them: written, spooled, dropped, rejected.",
+                [f'flowprobe_sink_points_total{{sink="{name}",result="{r}"}} {stats.get(r, 0)}\n' for name, stats in items for r in _SINK_RESULTS]),
+        _family("flowprobe_sink_spool_points", "gauge", "Points waiting in the sink's disk spool.",
+                [f'flowprobe_sink_spool_points{{sink="{name}"}} {stats.get("spool_points", 0)}\n' for name, stats in items]),
+        _family("flowprobe_sink_write_failures_total", "counter", "Failed write attempts per sink (each retried).",
+                [f'flowprobe_sink_write_failures_total{{sink="{name}"}} {stats.get("failed_writes", 0)}\n' for name, stats in items]),
+    ]
 
 
 class StateCollector(Collector):

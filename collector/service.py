@@ -23,6 +23,8 @@ from pathlib import Path
 
 import uvicorn
 
+from collector.alerting import AlertService
+from collector.alertstore import AlertStore
 from collector.config import Config, ConfigError, Schedule, Workflow, load_config
 from collector.engine import AiohttpEngine, Engine
 from collector.log import log_run
@@ -31,6 +33,7 @@ from collector.resilience import CircuitBreakers
 from collector.result import RunResult
 from collector.runner import Runner
 from collector.scheduler import Pair, Scheduler, Shard
+from collector.sink import InfluxSink
 from collector.store import HistoryStore
 
 __all__ = ["ApiServer", "Service"]
@@ -61,10 +64,17 @@ class Service:
         self.engine = engine or AiohttpEngine()
         self.runner = Runner(self.engine, self.breakers)
         history = self.config.history
-        self.store = HistoryStore(Path(data_dir) / "history.sqlite3", runs_per_pair=history.runs_per_pair, max_age=history.max_age)
+        self.data_dir = Path(data_dir)
+        self.store = HistoryStore(self.data_dir / "history.sqlite3", runs_per_pair=history.runs_per_pair, max_age=history.max_age)
+        # Like the alert database, the sink is set up at start; a reload does not move it.
+        self.sink: InfluxSink | None = None
+        # The database URL is read at start only; a reload changes tokens, escalation and Alertmanager.
+        alert_database = self.config.database_url or f"sqlite:///{self.data_dir / 'alerts.sqlite3'}"
+        self.alerts = AlertService(AlertStore(alert_database), settings=lambda: self.config.settings.alerting)
         self.scheduler = Scheduler(self._execute, on_missed=self.state.add_missed, on_lateness=self.state.lateness.observe)
         self.state.internal_errors = lambda: self.runner.internal_errors
         self.state.circuits = self.breakers.states
+        self.state.sinks = lambda: {"influx": self.sink.stats()} if self.sink is not None else {}
         self.registry = new_registry(self.state)
         self.metrics = MetricsRenderer(self.state)
         self.state.configure({pair: wf.labels for pair, wf in self.selected(self.config).items()})
@@ -153,6 +163,8 @@ class Service:
     def record(self, result: RunResult) -> None:
         self.state.record(result)
         self.store.add(result)
+        if self.sink is not None:
+            self.sink.add(result)
         log_run(result)
         for listener in list(self.listeners):
             try:
@@ -162,8 +174,13 @@ class Service:
 
     async def start(self) -> None:
         self._apply(self.config)
+        influx = self.config.settings.influx
+        if influx is not None and self.config.influx_token is not None:
+            self.sink = InfluxSink(influx, self.config.influx_token, self.data_dir / "influx-spool")
+            self.sink.start()
         for result in (await asyncio.to_thread(self.store.latest)).values():
             self.state.restore(result)
+        await self.alerts.start()
         self.scheduler.start()
         self.ready = True
         log.info(
@@ -178,6 +195,10 @@ class Service:
             log.warning("runs cancelled at the end of the grace period", extra={"fields": {"cancelled": cancelled}})
         await asyncio.to_thread(self.store.flush)
         self.store.close()
+        if self.sink is not None:
+            # What cannot be written within the grace stays in the disk spool for the next start.
+            await asyncio.to_thread(self.sink.close, min(self.grace, 10.0))
+        await self.alerts.stop()
         await self.engine.close()
         log.info("collector stopped")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 import uvicorn
 
@@ -86,3 +88,44 @@ def running_process(args: list[str], *, env: dict[str, str] | None = None, log: 
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+@contextmanager
+def running_alertmanager(directory: Path, config: Path | None = None) -> Iterator[str]:
+    """A real Alertmanager on a free loopback port; yields its URL.
+
+    Without `config` it has one receiver that sends nothing."""
+    binary = require_binary("prometheus-alertmanager")
+    directory.mkdir(parents=True, exist_ok=True)
+    if config is None:
+        config = directory / "alertmanager.yml"
+        config.write_text('route: {receiver: "null"}\nreceivers: [{name: "null"}]\n')
+    url = f"http://127.0.0.1:{free_port()}"
+    args = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.path={directory / 'data'}",
+        f"--web.listen-address={url.removeprefix('http://')}",
+        "--cluster.listen-address=",  # no gossip: one loopback instance
+        "--log.level=warn",
+    ]
+    log = directory / "alertmanager.log"
+    with running_process(args, log=log) as process:
+        try:
+            wait_until(lambda: process.poll() is None and httpx.get(f"{url}/-/ready", timeout=1).status_code == 200,
+                       timeout=15, what="Alertmanager to be ready")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log.read_text(errors='replace')}") from None
+        yield url
+
+
+def fast_copy(dest: Path, every: str = "1s") -> Path:
+    """The shipped workflows with short schedules, so a test sees every one run within seconds."""
+    dest.mkdir()
+    for source in WORKFLOWS.glob("*.yaml"):
+        text = source.read_text()
+        if source.name != "environments.yaml":
+            text, count = re.subn(r"schedule: \{every: \w+\}", f"schedule: {{every: {every}}}", text)
+            assert count == 1, source
+        (dest / source.name).write_text(text)
+    return dest

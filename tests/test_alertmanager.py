@@ -24,7 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import REPO, free_port, require_binary, running_process, wait_until
+from tests.helpers import REPO, free_port, require_binary, running_alertmanager, wait_until
 
 AM_DIR = REPO / "alertmanager"
 CONFIG = AM_DIR / "alertmanager.yml"
@@ -431,28 +431,7 @@ def loopback_copy(tmp: Path) -> Path:
 
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[str]:
-    binary = _alertmanager()
-    config = loopback_copy(tmp_path)
-    port = free_port()
-    args = [
-        binary,
-        f"--config.file={config}",
-        f"--storage.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--cluster.listen-address=",  # no gossip: one loopback instance
-        "--log.level=warn",
-    ]
-    log = tmp_path / "alertmanager.log"
-    url = f"http://127.0.0.1:{port}"
-    with running_process(args, log=log) as proc:
-        try:
-            wait_until(
-                lambda: proc.poll() is None and httpx.get(f"{url}/-/ready", timeout=1).status_code == 200,
-                timeout=15,
-                what="Alertmanager to be ready",
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{log.read_text(errors='replace')}") from None
+    with running_alertmanager(tmp_path, loopback_copy(tmp_path)) as url:
         yield url
 
 

@@ -140,6 +140,7 @@ def _state() -> State:
     state.lateness.observe(0.003)
     state.circuits = lambda: {"shop.example.com:443": "open"}
     state.internal_errors = lambda: 1
+    state.sinks = lambda: {"influx": {"written": 5, "spooled": 1, "dropped": 0, "rejected": 0, "failed_writes": 1, "spool_points": 1}}
     return state
 
 

@@ -158,3 +158,14 @@ def test_consecutive_failures_and_the_failing_step() -> None:
     state.record(run("success"))
     assert registry.get_sample_value("flowprobe_workflow_consecutive_failures", labels) == 0
     assert registry.get_sample_value("flowprobe_workflow_failure_info", failing) is None
+
+
+def test_sink_counters_appear_only_with_a_sink() -> None:
+    state = State()
+    registry = new_registry(state, process=False)
+    assert registry.get_sample_value("flowprobe_sink_spool_points", {"sink": "influx"}) is None
+    state.sinks = lambda: {"influx": {"written": 10, "spooled": 4, "dropped": 1, "rejected": 0, "failed_writes": 2, "spool_points": 3}}
+    assert registry.get_sample_value("flowprobe_sink_points_total", {"sink": "influx", "result": "written"}) == 10
+    assert registry.get_sample_value("flowprobe_sink_points_total", {"sink": "influx", "result": "dropped"}) == 1
+    assert registry.get_sample_value("flowprobe_sink_spool_points", {"sink": "influx"}) == 3
+    assert registry.get_sample_value("flowprobe_sink_write_failures_total", {"sink": "influx"}) == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import sqlite3
 import subprocess
@@ -18,9 +17,9 @@ import pytest
 
 from collector.target import create_app
 from tests.helpers import (
+    fast_copy,
     PROBE_EMAIL,
     PROBE_PASSWORD,
-    WORKFLOWS,
     free_port,
     probe_environment,
     require_binary,
@@ -49,18 +48,6 @@ class InFlight:
             await self.app(scope, receive, send)
         finally:
             self.count -= 1
-
-
-def fast_copy(dest: Path, every: str = "1s") -> Path:
-    """The shipped workflows with short schedules, so a test sees every one run within seconds."""
-    dest.mkdir()
-    for source in WORKFLOWS.glob("*.yaml"):
-        text = source.read_text()
-        if source.name != "environments.yaml":
-            text, count = re.subn(r"schedule: \{every: \w+\}", f"schedule: {{every: {every}}}", text)
-            assert count == 1, source
-        (dest / source.name).write_text(text)
-    return dest
 
 
 @pytest.fixture

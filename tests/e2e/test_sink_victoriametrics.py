@@ -7,7 +7,9 @@ and string fields as 0. Stopping it mid-run must lose no point and repeat none.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -238,3 +240,43 @@ def test_a_server_outage_loses_no_point_and_repeats_none(vm: VictoriaMetrics, tm
     assert step_counts == Counter((r.workflow, s.name) for r in added for s in r.steps)
     for row in steps:
         assert len(row["timestamps"]) == len(set(row["timestamps"])), row["metric"]
+
+
+def test_the_collector_writes_its_runs_through_the_sink(vm: VictoriaMetrics, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """flowprobe.yaml's influx: wires the sink into the daemon: runs arrive, and the sink's counters are exported."""
+    from collector.service import Service
+    from collector.target import create_app
+    from tests.helpers import PROBE_EMAIL, PROBE_PASSWORD, WORKFLOWS, probe_environment, serve_in_thread
+
+    config = tmp_path / "workflows"
+    shutil.copytree(WORKFLOWS, config)
+    (config / "flowprobe.yaml").write_text(
+        f"influx: {{url: '{vm.url}', org: acme, bucket: probes, token: {{env: FLOWPROBE_INFLUX_TOKEN}}, flush_interval: 50ms}}\n"
+    )
+    monkeypatch.setenv("FLOWPROBE_INFLUX_TOKEN", TOKEN)
+    with serve_in_thread(create_app(demo_email=PROBE_EMAIL, demo_password=PROBE_PASSWORD)) as url, vm.running():
+        for name, value in probe_environment({"prod": url}).items():
+            monkeypatch.setenv(name, value)
+        service = Service([config], data_dir=tmp_path / "data", envs=["prod"], watch=False)
+
+        async def main() -> list[Any]:
+            await service.start()
+            done = [await service.run_pair(workflow, "prod") for workflow in ("health-check", "product-listing")]
+            await service.stop()
+            return done
+
+        results = asyncio.run(main())
+        assert service.registry.get_sample_value("flowprobe_sink_points_total", {"sink": "influx", "result": "written"}) == 5
+
+        def arrived() -> dict[tuple[str, ...], dict[str, Any]] | None:
+            found = series(vm.export('{__name__=~"flowprobe_(run|step)_duration"}'))
+            return found if len(found) == 5 else None
+
+        rows = wait_until(arrived, what="the collector's points in VictoriaMetrics")
+        runs = {key for key in rows if key[0] == "flowprobe_run_duration"}
+        assert runs == {
+            ("flowprobe_run_duration", "env=prod", "result=success", "workflow=health-check"),
+            ("flowprobe_run_duration", "env=prod", "result=success", "workflow=product-listing"),
+        }, [r.outcome for r in results]
+        steps = {dict(p.split("=", 1) for p in key[1:])["step"] for key in rows if key[0] == "flowprobe_step_duration"}
+        assert steps == {"health", "list-products", "get-product"}
