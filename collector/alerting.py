@@ -10,7 +10,7 @@ Alertmanager stays the one that notifies. The collector
   mutes the resolved notification of a silenced alert too, so the webhook
   never says that an acknowledged alert resolved: each check looks for
   acknowledged alerts in Alertmanager's API instead, and resolves those gone
-  for longer than RESOLVE_GRACE (Alertmanager keeps no alerts over a
+  for longer than ``resolved_after_missing`` (Alertmanager keeps no alerts over a
   restart; Prometheus sends them again within a minute);
 - escalates an alert nobody acknowledged: at each step due for its severity
   it posts a copy of the alert (``POST /api/v2/alerts``) with the labels
@@ -60,7 +60,6 @@ ESCALATION_LABEL = "escalation"
 WEBHOOK_ACTOR = "alertmanager"
 SYSTEM_ACTOR = "flowprobe"
 DEFAULT_ACK = timedelta(hours=24)
-RESOLVE_GRACE = timedelta(minutes=3)
 # An escalated copy lives this many checks past the last one, then lapses in Alertmanager.
 _COPY_LIFETIME_CHECKS = 3
 _TIMEOUT = httpx.Timeout(10.0, connect=3.0)
@@ -176,7 +175,7 @@ class AlertService:
         self.clock = clock
         self.transport = transport
         self._task: asyncio.Task[None] | None = None
-        # Acknowledged alerts not seen in Alertmanager, since when (see RESOLVE_GRACE).
+        # Acknowledged alerts not seen in Alertmanager, since when (see resolved_after_missing).
         self._missing_since: dict[int, datetime] = {}
 
     # ------------------------------------------------------------ lifecycle
@@ -361,7 +360,7 @@ class AlertService:
         async with self._client() as client:
             alertmanager = self._alertmanager(client)
             assert alertmanager is not None
-            await self._resolve_gone(alertmanager)
+            await self._resolve_gone(alertmanager, timedelta(seconds=settings.resolved_after_missing))
             for alert in sorted(candidates, key=lambda a: a.id):
                 alert = await self._escalate_if_due(alert, settings)
                 if alert.status is Status.ESCALATED:
@@ -376,7 +375,7 @@ class AlertService:
         if current.status is not Status.ESCALATED:
             await self._end_escalation(alertmanager, current)
 
-    async def _resolve_gone(self, alertmanager: Alertmanager) -> None:
+    async def _resolve_gone(self, alertmanager: Alertmanager, grace: timedelta) -> None:
         """Resolve acknowledged alerts that Alertmanager no longer has: their resolved notification was muted by our silence."""
         acknowledged = await asyncio.to_thread(self.store.find, status=Status.ACKNOWLEDGED, limit=10_000)
         self._missing_since = {k: v for k, v in self._missing_since.items() if k in {a.id for a in acknowledged}}
@@ -394,7 +393,7 @@ class AlertService:
                 self._missing_since.pop(alert.id, None)
                 continue
             since = self._missing_since.setdefault(alert.id, now)
-            if now - since < RESOLVE_GRACE:
+            if now - since < grace:
                 continue
             comment = f"no longer firing in Alertmanager (checked since {_rfc3339(since)}); its silence muted the resolved notification"
             try:

@@ -137,7 +137,11 @@ PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)
 
 _SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$"
-_RESERVED_LABELS = {"workflow", "env", "step", "phase", "reason", "result", "target", "job", "instance", "le"}
+# Names flowprobe sets on series (metrics) or alerts (generated rules) itself.
+_RESERVED_LABELS = {
+    "workflow", "env", "step", "phase", "reason", "result", "target", "job", "instance", "le",
+    "severity", "window", "dependencies", "alertname", "escalated", "escalation",
+}
 Scalar = str | int | float | bool
 
 
@@ -486,6 +490,9 @@ class AlertingSettings(_Strict):
     tokens: list[ApiToken] = Field(default_factory=list)
     escalation: dict[Literal["critical", "warning", "info"], list[EscalationStep]] = Field(default_factory=dict)
     escalation_check: PositiveDuration = 30.0
+    # A silenced alert's resolved notification is muted too, so an acknowledged
+    # alert is resolved when Alertmanager has not had it for this long.
+    resolved_after_missing: PositiveDuration = 180.0
 
     @field_validator("escalation")
     @classmethod

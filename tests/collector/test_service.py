@@ -45,7 +45,7 @@ def chaos(transport: httpx.ASGITransport, dependency: str, **state: object) -> N
 
 def test_dependents_are_skipped_not_failed_while_their_dependency_fails(tmp_path: Path, target: httpx.ASGITransport) -> None:
     svc = service(tmp_path, target)
-    chaos(target, "payments", outage=True)  # health reports it: health-check fails
+    chaos(target, "database", outage=True)  # the API is down: health-check fails
 
     async def main() -> list[str]:
         health = await svc.run_pair("health-check", "prod")

@@ -5,7 +5,7 @@ the collector running the six shipped workflows every second in all three
 environments (dev points at a port nobody listens on), and Prometheus
 scraping it every second with the repository's rules
 (provisioning/prometheus/rules). Once every workflow has run in prod, prod's
-auth dependency goes down (the chaos API), so health-check fails there, the
+database goes down (the chaos API), so health-check fails there, the
 others are skipped, the generated FlowprobeWorkflowFailing alert fires, and
 the failure and alert panels have something to show; dev's connection
 failures open a circuit breaker.
@@ -135,8 +135,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 # Healthy first, so every step of every workflow has series in prod...
                 wait_until(lambda: workflows_with_steps("prod") == WORKFLOWS, timeout=deadline - time.monotonic(), interval=0.25,
                            what="every workflow's steps in prod")
-                # ...then prod's auth goes down: /health answers 503, health-check fails, the rest is skipped.
-                httpx.put(f"{prod}/chaos/auth", json={"outage": True}, timeout=5).raise_for_status()
+                # ...then prod's database goes down: /health answers 503, health-check fails, the rest is skipped.
+                httpx.put(f"{prod}/chaos/database", json={"outage": True}, timeout=5).raise_for_status()
                 for what, expr in [
                     ("health-check failing in prod", 'flowprobe_workflow_failure_info{env="prod", workflow="health-check"}'),
                     # increase() needs two samples of the new failure series in its window.

@@ -95,9 +95,8 @@ def test_payments_outage_fails_only_order_placement_and_runs_cleanup(config: Con
     steps = {s.name: s.outcome for s in results["order-placement"].steps}
     assert steps == {"login": "success", "find-product": "success", "place-order": "failure",
                      "check-order": "skipped", "cancel-order": "skipped"}
-    # The health check reports the broken dependency: the root cause, for the dependency skip to use.
-    assert summary(results["health-check"]) == ("failure", "health", "status")
-    others = {name: r.outcome for name, r in results.items() if name not in ("order-placement", "health-check")}
+    # The API is up (health says degraded), so only the workflow that pays fails, naming its step.
+    others = {name: r.outcome for name, r in results.items() if name != "order-placement"}
     assert others == dict.fromkeys(others, "success")
 
 
