@@ -420,7 +420,7 @@ class AlertService:
         except InvalidTransition:
             # Acknowledged, resolved or escalated elsewhere since the list was read.
             return await asyncio.to_thread(self.store.get, alert.id)
-        log.info("alert escalated", extra={"fields": {"alert_id": alert.id, "alertname": alert.alertname, "to": reached[-1][0], "level": escalated.escalation_level}})
+        log.info("alert escalated", extra={"fields": {"alert_id": alert.id, "alertname": alert.alertname, "to": reached[-1][0], "escalation_level": escalated.escalation_level}})
         return escalated
 
 

@@ -474,7 +474,7 @@ class ApiToken(_Strict):
     resolve) and read; viewer can read; webhook can only post Alertmanager's
     webhook, so Alertmanager's credential cannot acknowledge anything."""
 
-    name: Identifier
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$")]
     role: Role
     token: SecretRef
 

@@ -30,8 +30,9 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         fields = getattr(record, "fields", None)
-        if fields:
-            entry.update(fields)
+        for key, value in (fields or {}).items():
+            # A field never hides the line's own ts, level, logger or msg.
+            entry[f"field_{key}" if key in entry else key] = value
         if record.exc_info:
             entry["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, default=str, separators=(",", ":"))
