@@ -15,7 +15,7 @@ SYSTEM_DEPS = prometheus:prometheus promtool:prometheus \
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,analytics]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -1,0 +1,34 @@
+"""Anomaly detectors, all behind one small contract (as river's are).
+
+Every detector learns from one value at a time and scores one value at a
+time; a higher score means more anomalous, in [0, 1]. Scores are causal: a
+score uses only what was learned before it, exactly as live. The contract is
+tested once for every detector in DETECTORS (tests/analytics/test_scorers.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+__all__ = ["DETECTORS", "Detector", "default_detector"]
+
+
+@runtime_checkable
+class Detector(Protocol):
+    def learn_one(self, x: float, t: float | None = None) -> None:
+        """Learn value `x` observed at unix time `t` (seasonal detectors need `t`)."""
+
+    def score_one(self, x: float, t: float | None = None) -> float:
+        """How anomalous `x` at time `t` is, in [0, 1], from what was learned so far."""
+
+
+# name -> factory; each factory returns a fresh detector with the one shipped configuration.
+DETECTORS: dict[str, Callable[[], Detector]] = {}
+
+
+def default_detector() -> Detector:
+    """The shipped detector: the one configuration that serves every series."""
+    from analytics.scorers.registry import DEFAULT
+
+    return DETECTORS[DEFAULT]()
