@@ -201,12 +201,20 @@ class State:
                 pair.labels = dict(labels)
                 pair.version += 1
 
-    def restore(self, result: RunResult) -> None:
-        """Seed the last state from history after a restart (no counters are replayed)."""
+    def restore(self, result: RunResult, streak: tuple[int, str | None, str | None] | None = None) -> None:
+        """Seed the last state from history after a restart (no counters are replayed).
+
+        `streak` is (failed runs in a row, step, reason), so the failure count and
+        the failing step carry on rather than restart from zero."""
         pair = self.pairs.get((result.workflow, result.env))
         if pair is not None and pair.last_result is None:
             pair.last_result, pair.last_run = result, result.started_at
             pair.success = int(result.outcome == "success") if result.outcome != "skipped" else pair.success
+            if streak is not None:
+                count, step, reason = streak
+                pair.consecutive_failures = count
+                pair.failure = (step, reason) if step and reason else None
+                pair.success = 0
             pair.version += 1
 
     def add_missed(self, key: tuple[str, str], count: int) -> None:

@@ -178,8 +178,9 @@ class Service:
         if influx is not None and self.config.influx_token is not None:
             self.sink = InfluxSink(influx, self.config.influx_token, self.data_dir / "influx-spool")
             self.sink.start()
-        for result in (await asyncio.to_thread(self.store.latest)).values():
-            self.state.restore(result)
+        latest, streaks = await asyncio.gather(asyncio.to_thread(self.store.latest), asyncio.to_thread(self.store.failure_streaks))
+        for pair, result in latest.items():
+            self.state.restore(result, streaks.get(pair))
         await self.alerts.start()
         self.scheduler.start()
         self.ready = True

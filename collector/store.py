@@ -181,5 +181,25 @@ class HistoryStore:
         results = [RunResult.from_dict(json.loads(row[0])) for row in rows]
         return {(r.workflow, r.env): r for r in results}
 
+    def failure_streaks(self) -> dict[tuple[str, str], tuple[int, str | None, str | None]]:
+        """Per pair now failing: (failed or errored runs since its last success, step and reason of the newest).
+
+        Lets a restarted collector resume `flowprobe_workflow_consecutive_failures`,
+        so a firing alert does not resolve and fire again as a new one."""
+        rows = self._query(
+            """SELECT r.workflow, r.env, COUNT(*),
+                      (SELECT failed_step FROM runs f WHERE f.workflow = r.workflow AND f.env = r.env
+                         AND f.outcome IN ('failure', 'error') ORDER BY f.started_at DESC LIMIT 1),
+                      (SELECT reason FROM runs f WHERE f.workflow = r.workflow AND f.env = r.env
+                         AND f.outcome IN ('failure', 'error') ORDER BY f.started_at DESC LIMIT 1)
+               FROM runs r
+               WHERE r.outcome IN ('failure', 'error')
+                 AND r.started_at > COALESCE((SELECT MAX(started_at) FROM runs s
+                                              WHERE s.workflow = r.workflow AND s.env = r.env AND s.outcome = 'success'), 0)
+               GROUP BY r.workflow, r.env""",
+            (),
+        )
+        return {(w, e): (int(n), step, reason) for w, e, n, step, reason in rows}
+
     def count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM runs", ())[0][0])

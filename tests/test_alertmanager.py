@@ -76,7 +76,7 @@ def test_check_config_passes(amtool: str) -> None:
     result = run_amtool(amtool, "check-config", str(CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
-    assert "6 receivers" in result.stdout and "3 inhibit rules" in result.stdout
+    assert "6 receivers" in result.stdout and "5 inhibit rules" in result.stdout
 
 
 def test_every_template_used_is_defined() -> None:

@@ -1,21 +1,22 @@
-"""CONFIGURATION.md and METRICS.md against the code, so the user contract cannot drift.
+"""CONFIGURATION.md, METRICS.md and ALERTING.md against the code, so the user contract cannot drift.
 
 The docs are read as data: reference tables marked ``<!-- keys: Model -->``,
 the metric table marked ``<!-- metrics -->``, the bucket table marked
 ``<!-- buckets -->``, fenced ``yaml`` and ``promql`` blocks, and YAML blocks
 whose first line names the file they quote (``# workflows/x.yaml``).
+ALERTING.md is checked against the generated rules, alertmanager.yml and the
+alert API's routes.
 """
 
 from __future__ import annotations
 
 import argparse
-
 import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import pytest
 import yaml
@@ -23,7 +24,9 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 
 from collector import cli, config
-from collector.config import Workflow, load_config
+from collector.alert_api import alert_router
+from collector.alerting import AlertService
+from collector.config import AlertSettings, Workflow, load_config
 from collector.engine import PHASES
 from collector.metrics import State, new_registry
 from collector.result import OUTCOMES, REASONS, CheckFailure, RunResult, StepResult
@@ -32,7 +35,10 @@ from collector.template import HELPERS
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGURATION = ROOT / "CONFIGURATION.md"
 METRICS = ROOT / "METRICS.md"
+ALERTING = ROOT / "ALERTING.md"
 WORKFLOWS = ROOT / "workflows"
+RULES = ROOT / "provisioning" / "prometheus" / "rules" / "flowprobe.rules.yml"
+ALERTMANAGER = ROOT / "alertmanager" / "alertmanager.yml"
 
 # Reserved for the analytics worker; documented, not exported by the collector.
 RESERVED_METRICS = {"flowprobe_anomaly_score", "flowprobe_failure_probability", "flowprobe_root_cause_info"}
@@ -422,3 +428,118 @@ def test_command_line_flags_match(command: str) -> None:
     assert {d for d in documented if d.startswith("--")} == flags
     assert len([d for d in documented if not d.startswith("--")]) == len(positionals)
 
+
+# ---------------------------------------------------------------- ALERTING.md
+
+
+def _fenced(text: str, lang: str) -> list[str]:
+    """Fenced blocks, also those indented inside list items, without the fence's indent."""
+    blocks = []
+    for match in re.finditer(rf"^([ \t]*)```{lang}\n(.*?)^\1```", text, re.M | re.S):
+        indent = match.group(1)
+        blocks.append("".join(line.removeprefix(indent) for line in match.group(2).splitlines(keepends=True)))
+    return blocks
+
+
+def _quoted_source(block: str) -> Path | None:
+    """The repo file a YAML block quotes, named on its first line (``# alertmanager/alertmanager.yml``)."""
+    first = block.partition("\n")[0]
+    match = re.fullmatch(r"# ([\w./-]+\.ya?ml)", first)
+    if match is None or not (ROOT / match.group(1)).is_file():
+        return None
+    return ROOT / match.group(1)
+
+
+def _rules() -> list[dict[str, Any]]:
+    return [rule for group in yaml.safe_load(_text(RULES))["groups"] for rule in group["rules"]]
+
+
+def _mentions(text: str, name: str) -> bool:
+    return re.search(rf"(?<![\w:]){re.escape(name)}(?![\w:])", text) is not None
+
+
+def test_every_generated_alert_is_in_alerting_md() -> None:
+    text = _text(ALERTING)
+    alerts = {rule["alert"] for rule in _rules() if "alert" in rule}
+    assert alerts, f"no alerting rules in {RULES}"
+    missing = sorted(name for name in alerts if not _mentions(text, name))
+    assert not missing, f"alerts in {RULES.name} that ALERTING.md does not describe: {missing}"
+    invented = sorted(set(re.findall(r"\bFlowprobe[A-Z][A-Za-z]+\b", text)) - alerts)
+    assert not invented, f"ALERTING.md names alerts that the rules do not have: {invented}"
+
+
+def test_every_recording_rule_is_documented() -> None:
+    texts = {path.name: _text(path) for path in (ALERTING, METRICS)}
+    records = {rule["record"] for rule in _rules() if "record" in rule}
+    assert records, f"no recording rules in {RULES}"
+    missing = sorted(name for name in records if not any(_mentions(text, name) for text in texts.values()))
+    assert not missing, f"recording rules in neither ALERTING.md nor METRICS.md: {missing}"
+    for name, text in texts.items():
+        invented = sorted(set(re.findall(r"\b[a-z_]+:flowprobe_[a-z0-9_]+:[a-z0-9_]+", text)) - records)
+        assert not invented, f"{name} names recording rules that the rules file does not have: {invented}"
+
+
+def test_every_receiver_is_in_alerting_md() -> None:
+    text = _text(ALERTING)
+    receivers = [receiver["name"] for receiver in yaml.safe_load(_text(ALERTMANAGER))["receivers"]]
+    assert receivers
+    missing = [name for name in receivers if not _mentions(text, name)]
+    assert not missing, f"receivers of alertmanager.yml that ALERTING.md does not name: {missing}"
+
+
+@pytest.mark.parametrize("section", ["route", "inhibit_rules", "time_intervals"])
+def test_alerting_md_shows_the_whole_section_of_alertmanager_yml(section: str) -> None:
+    """The route tree, every inhibition rule and the maintenance windows are shown in full, not in part."""
+    shown = []
+    for block in _fenced(_text(ALERTING), "yaml"):
+        if _quoted_source(block) == ALERTMANAGER:
+            data = yaml.safe_load(block)
+            if isinstance(data, dict) and section in data:
+                shown.append(data[section])
+    assert len(shown) == 1, f"ALERTING.md should quote alertmanager.yml's {section} once, found {len(shown)}"
+    assert shown[0] == yaml.safe_load(_text(ALERTMANAGER))[section]
+
+
+def _alert_api_routes() -> list[tuple[str, str]]:
+    # Building the router touches neither the service nor the tokens: no store, no app.
+    router = alert_router(cast(AlertService, None), lambda: {})
+    return sorted((method, route.path) for route in router.routes for method in getattr(route, "methods", ()))
+
+
+def test_every_alert_api_path_is_in_alerting_md() -> None:
+    text = _text(ALERTING)
+    routes = _alert_api_routes()
+    assert len(routes) >= 5
+    missing = [f"{method} {path}" for method, path in routes if f"`{method} {path}`" not in text]
+    assert not missing, f"alert API routes that ALERTING.md does not list: {missing}"
+
+
+def test_alert_examples_validate() -> None:
+    examples = 0
+    for block in _fenced(_text(ALERTING), "yaml"):
+        try:
+            data = yaml.safe_load(block)
+        except yaml.YAMLError:
+            if _quoted_source(block) is not None:
+                continue  # a part of a file may not parse on its own
+            raise
+        if isinstance(data, dict) and isinstance(data.get("alert"), dict):
+            AlertSettings.model_validate(data["alert"])
+            examples += 1
+    assert examples >= 3
+
+
+def test_alerting_md_quotes_are_in_their_files() -> None:
+    quoted = 0
+    for block in _fenced(_text(ALERTING), "yaml"):
+        source = _quoted_source(block)
+        if source is None:
+            continue
+        quoted += 1
+        wanted = _normalised(block.partition("\n")[2].splitlines())
+        have = _normalised(source.read_text(encoding="utf-8").splitlines())
+        assert wanted, f"an empty quote of {source.name}"
+        assert any(have[i : i + len(wanted)] == wanted for i in range(len(have) - len(wanted) + 1)), (
+            f"the block quoting {source.relative_to(ROOT)} is not in that file:\n{block}"
+        )
+    assert quoted >= 10

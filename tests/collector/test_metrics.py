@@ -169,3 +169,15 @@ def test_sink_counters_appear_only_with_a_sink() -> None:
     assert registry.get_sample_value("flowprobe_sink_points_total", {"sink": "influx", "result": "dropped"}) == 1
     assert registry.get_sample_value("flowprobe_sink_spool_points", {"sink": "influx"}) == 3
     assert registry.get_sample_value("flowprobe_sink_write_failures_total", {"sink": "influx"}) == 2
+
+
+def test_a_restart_resumes_the_failure_streak() -> None:
+    state = State()
+    state.configure({("order-placement", "prod"): {}})
+    registry = new_registry(state, process=False)
+    labels = {"workflow": "order-placement", "env": "prod"}
+    state.restore(run("failure"), (4, "order", "status"))
+    assert registry.get_sample_value("flowprobe_workflow_consecutive_failures", labels) == 4
+    assert registry.get_sample_value("flowprobe_workflow_failure_info", {**labels, "step": "order", "reason": "status"}) == 1
+    state.record(run("failure"))
+    assert registry.get_sample_value("flowprobe_workflow_consecutive_failures", labels) == 5

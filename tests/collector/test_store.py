@@ -61,3 +61,15 @@ def test_retention_keeps_the_newest_runs_per_pair_and_drops_old_ones(tmp_path: P
     assert store.count() == 6
     assert store.runs("c", limit=10) == []
     store.close()
+
+
+def test_failure_streaks_count_failures_since_the_last_success(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    for i, outcome in enumerate(["failure", "success", "failure", "skipped", "failure", "error"]):
+        store.add(result("a", "prod", NOW + i, outcome))
+    store.add(result("b", "prod", NOW, "failure"))
+    store.add(result("c", "prod", NOW, "success"))
+    store.flush()
+    # a's newest failure errored inside flowprobe: no failing step to name, as in the live metrics.
+    assert store.failure_streaks() == {("a", "prod"): (3, None, None), ("b", "prod"): (1, "login", "status")}
+    store.close()
