@@ -3,7 +3,8 @@
     flowprobe check PATH...            validate workflows; exit 0 or 1 (like promtool check)
     flowprobe schema [--environments]  print a JSON Schema for editors (yaml-language-server)
     flowprobe run --config DIR [--env E] [--shard i/N] [--once]
-    flowprobe demo                     demo target + collector, no external server
+    flowprobe demo                     demo target + collector + analytics, no external server
+    flowprobe analytics [--source history:PATH|prometheus:URL]   anomaly scores as Prometheus series
     flowprobe target                   the demo target alone
     flowprobe rules [--check]          Prometheus rules and promtool tests from the workflows
     flowprobe alerts list|show|ack|resolve
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 DEFAULT_LISTEN = "127.0.0.1:9700"
+DEFAULT_ANALYTICS_LISTEN = "127.0.0.1:9701"
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -45,6 +47,41 @@ def _shard(text: str) -> Shard:
         return Shard.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration(text: str) -> float:
+    from collector.config import parse_duration
+
+    try:
+        seconds = float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be more than zero")
+    return seconds
+
+
+def _source(text: str) -> str:
+    kind, _, where = text.partition(":")
+    if not (kind == "history" and where) and not (kind == "prometheus" and where.startswith(("http://", "https://"))):
+        raise argparse.ArgumentTypeError(f"expected history:PATH or prometheus:URL, got {text!r}")
+    return text
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
+
+
+def _default_source() -> str:
+    # Compose sets FLOWPROBE_PROMETHEUS_URL; alone, read the history `flowprobe run` writes by default.
+    url = os.environ.get("FLOWPROBE_PROMETHEUS_URL")
+    return f"prometheus:{url}" if url else "history:data/history.sqlite3"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,7 +111,21 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--listen", type=_listen, default=_listen(DEFAULT_LISTEN))
     demo.add_argument("--target-port", type=int, default=8080, help="first of three ports for the prod, staging and dev targets")
     demo.add_argument("--data-dir", type=Path, default=Path("data/demo"))
+    demo.add_argument("--analytics-listen", type=_listen, default=_listen(DEFAULT_ANALYTICS_LISTEN),
+                      help=f"the analytics worker's /metrics and API (default {DEFAULT_ANALYTICS_LISTEN})")
     demo.add_argument("--log-level", default=os.environ.get("FLOWPROBE_LOG_LEVEL", "warning"))
+
+    analytics = sub.add_parser("analytics", help="run the analytics worker: anomaly scores of the workflows as Prometheus series")
+    analytics.add_argument("--listen", type=_listen, default=_listen(DEFAULT_ANALYTICS_LISTEN),
+                           help=f"/metrics and API address (default {DEFAULT_ANALYTICS_LISTEN})")
+    analytics.add_argument("--source", type=_source, default=_default_source(),
+                           help="history:PATH (the collector's SQLite history, embedded mode) or prometheus:URL (stack mode); "
+                                "default prometheus:$FLOWPROBE_PROMETHEUS_URL if set, else history:data/history.sqlite3")
+    analytics.add_argument("--interval", type=_duration, default=15.0, help="how often to read new points, e.g. 15s (default 15s)")
+    analytics.add_argument("--state-dir", type=Path, default=Path("data/analytics"),
+                           help="where the detectors are saved, so a restart resumes (default data/analytics)")
+    analytics.add_argument("--threshold", type=_fraction, default=0.9, help="score from which flowprobe_anomaly is 1 (default 0.9)")
+    analytics.add_argument("--log-level", default=os.environ.get("FLOWPROBE_LOG_LEVEL", "info"))
 
     rules = sub.add_parser("rules", help="write Prometheus recording and alerting rules (and their promtool tests) from the workflows")
     rules.add_argument("--config", type=Path, default=Path("workflows"))
@@ -179,7 +230,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     try:
-        asyncio.run(run_demo(config=args.config, listen=args.listen, target_port=args.target_port, data_dir=args.data_dir))
+        asyncio.run(run_demo(config=args.config, listen=args.listen, target_port=args.target_port, data_dir=args.data_dir,
+                             analytics_listen=args.analytics_listen))
     except (OSError, ConfigError) as exc:
         print(f"flowprobe demo: {exc}", file=sys.stderr)
         return 1
@@ -216,6 +268,12 @@ def _target(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analytics(args: argparse.Namespace) -> int:
+    from analytics.worker import command
+
+    return command(args)
+
+
 def _rules(args: argparse.Namespace) -> int:
     from collector.rules import command
 
@@ -236,7 +294,7 @@ def _grafana(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"check": _check, "schema": _schema, "run": _run, "demo": _demo, "target": _target, "rules": _rules, "alerts": _alerts, "grafana": _grafana}
+    handlers = {"check": _check, "schema": _schema, "run": _run, "demo": _demo, "analytics": _analytics, "target": _target, "rules": _rules, "alerts": _alerts, "grafana": _grafana}
     return handlers[args.command](args)
 
 

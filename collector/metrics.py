@@ -34,7 +34,18 @@ from prometheus_client.registry import Collector
 from collector.engine import PHASES
 from collector.result import OUTCOMES, RunResult
 
-__all__ = ["STEP_BUCKETS", "WORKFLOW_BUCKETS", "MetricsRenderer", "State", "StateCollector", "new_registry"]
+__all__ = [
+    "STEP_BUCKETS",
+    "WORKFLOW_BUCKETS",
+    "MetricsRenderer",
+    "State",
+    "StateCollector",
+    "escape_label",
+    "family",
+    "label_set",
+    "new_registry",
+    "number",
+]
 
 VERSION = "0.1.0"
 
@@ -64,13 +75,13 @@ class Histogram:
         out, running = [], 0
         for bound, count in zip((*self.bounds, math.inf), list(self.counts)):
             running += count
-            out.append(f'{name}_bucket{{{labels}{sep}le="{_number(bound)}"}} {running}\n')
+            out.append(f'{name}_bucket{{{labels}{sep}le="{number(bound)}"}} {running}\n')
         braces = f"{{{labels}}}" if labels else ""
-        out.append(f"{name}_count{braces} {running}\n{name}_sum{braces} {_number(self.sum)}\n")
+        out.append(f"{name}_count{braces} {running}\n{name}_sum{braces} {number(self.sum)}\n")
         return "".join(out)
 
 
-def _number(value: float) -> str:
+def number(value: float) -> str:
     if isinstance(value, int):
         return str(value)
     if math.isinf(value):
@@ -78,12 +89,12 @@ def _number(value: float) -> str:
     return "NaN" if math.isnan(value) else repr(value)
 
 
-def _escape(value: str) -> str:
+def escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _labels(**labels: str) -> str:
-    return ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+def label_set(**labels: str) -> str:
+    return ",".join(f'{k}="{escape_label(v)}"' for k, v in labels.items())
 
 
 @dataclass
@@ -136,20 +147,20 @@ _PAIR_FAMILIES = (
 
 def _pair_lines(workflow: str, env: str, pair: PairState) -> list[str]:
     """This pair's lines for each of _PAIR_FAMILIES, in order."""
-    key = _labels(workflow=workflow, env=env)
+    key = label_set(workflow=workflow, env=env)
     success = f"flowprobe_workflow_success{{{key}}} {pair.success}\n" if pair.success is not None else ""
-    last = f"flowprobe_workflow_last_run_timestamp_seconds{{{key}}} {_number(pair.last_run)}\n" if pair.last_run is not None else ""
+    last = f"flowprobe_workflow_last_run_timestamp_seconds{{{key}}} {number(pair.last_run)}\n" if pair.last_run is not None else ""
     runs = "".join(f'flowprobe_workflow_runs_total{{{key},result="{r}"}} {n}\n' for r, n in list(pair.runs.items()))
-    cert = f"flowprobe_ssl_earliest_cert_expiry{{{key}}} {_number(pair.cert_not_after)}\n" if pair.cert_not_after is not None else ""
-    static = "".join(f',{name}="{_escape(value)}"' for name, value in pair.labels.items())
+    cert = f"flowprobe_ssl_earliest_cert_expiry{{{key}}} {number(pair.cert_not_after)}\n" if pair.cert_not_after is not None else ""
+    static = "".join(f',{name}="{escape_label(value)}"' for name, value in pair.labels.items())
     step_duration, step_success, phases, failures = [], [], [], []
     for step, state in list(pair.steps.items()):
-        step_key = f'{key},step="{_escape(step)}"'
+        step_key = f'{key},step="{escape_label(step)}"'
         step_duration.append(state.duration.lines("flowprobe_step_duration_seconds", step_key))
         if state.success is not None:
             step_success.append(f"flowprobe_step_success{{{step_key}}} {state.success}\n")
         phases.extend(
-            f'flowprobe_step_phase_seconds{{{step_key},phase="{name}"}} {_number(state.phases[name])}\n'
+            f'flowprobe_step_phase_seconds{{{step_key},phase="{name}"}} {number(state.phases[name])}\n'
             for name in PHASES
             if name in state.phases
         )
@@ -165,7 +176,7 @@ def _pair_lines(workflow: str, env: str, pair: PairState) -> list[str]:
         cert,
         f"flowprobe_workflow_info{{{key}{static}}} 1\n",
         f"flowprobe_workflow_consecutive_failures{{{key}}} {pair.consecutive_failures}\n",
-        f'flowprobe_workflow_failure_info{{{key},step="{_escape(pair.failure[0])}",reason="{pair.failure[1]}"}} 1\n' if pair.failure else "",
+        f'flowprobe_workflow_failure_info{{{key},step="{escape_label(pair.failure[0])}",reason="{pair.failure[1]}"}} 1\n' if pair.failure else "",
         "".join(step_duration),
         "".join(step_success),
         "".join(phases),
@@ -173,7 +184,7 @@ def _pair_lines(workflow: str, env: str, pair: PairState) -> list[str]:
     ]
 
 
-def _family(name: str, kind: str, help_text: str, lines: str | list[str]) -> str:
+def family(name: str, kind: str, help_text: str, lines: str | list[str]) -> str:
     body = lines if isinstance(lines, str) else "".join(lines)
     return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n{body}"
 
@@ -270,21 +281,21 @@ class State:
                 cached = (version, _pair_lines(workflow, env, pair))
                 pair.rendered = cached
             per_pair.append(cached[1])
-        out = [_family(name, kind, help_text, [lines[i] for lines in per_pair]) for i, (name, kind, help_text) in enumerate(_PAIR_FAMILIES)]
-        circuits = [f'flowprobe_circuit_open{{target="{_escape(t)}"}} {int(s != "closed")}\n' for t, s in list(self.circuits().items())]
+        out = [family(name, kind, help_text, [lines[i] for lines in per_pair]) for i, (name, kind, help_text) in enumerate(_PAIR_FAMILIES)]
+        circuits = [f'flowprobe_circuit_open{{target="{escape_label(t)}"}} {int(s != "closed")}\n' for t, s in list(self.circuits().items())]
         out += [
-            _family("flowprobe_circuit_open", "gauge", "1 while the circuit breaker of a target host is open or half-open.", circuits),
-            _family("flowprobe_scheduler_lateness_seconds", "histogram", "How late runs started after their scheduled time.",
+            family("flowprobe_circuit_open", "gauge", "1 while the circuit breaker of a target host is open or half-open.", circuits),
+            family("flowprobe_scheduler_lateness_seconds", "histogram", "How late runs started after their scheduled time.",
                     self.lateness.lines("flowprobe_scheduler_lateness_seconds", "")),
-            _family("flowprobe_config_last_reload_successful", "gauge", "1 if the last config load or reload succeeded, else 0.",
+            family("flowprobe_config_last_reload_successful", "gauge", "1 if the last config load or reload succeeded, else 0.",
                     f"flowprobe_config_last_reload_successful {self.reload_successful}\n"),
-            _family("flowprobe_config_last_reload_success_timestamp_seconds", "gauge",
+            family("flowprobe_config_last_reload_success_timestamp_seconds", "gauge",
                     "When the config was last loaded successfully, as a unix timestamp.",
-                    f"flowprobe_config_last_reload_success_timestamp_seconds {_number(self.reload_success_time)}\n"),
-            _family("flowprobe_internal_errors_total", "counter", "Bugs in flowprobe itself caught while running workflows.",
+                    f"flowprobe_config_last_reload_success_timestamp_seconds {number(self.reload_success_time)}\n"),
+            family("flowprobe_internal_errors_total", "counter", "Bugs in flowprobe itself caught while running workflows.",
                     f"flowprobe_internal_errors_total {self.internal_errors()}\n"),
             *_sink_families(self.sinks()),
-            _family("flowprobe_build_info", "gauge", "The running flowprobe version.", f'flowprobe_build_info{{version="{VERSION}"}} 1\n'),
+            family("flowprobe_build_info", "gauge", "The running flowprobe version.", f'flowprobe_build_info{{version="{VERSION}"}} 1\n'),
         ]
         return "".join(out)
 
@@ -298,11 +309,11 @@ def _sink_families(sinks: Mapping[str, Mapping[str, int]]) -> list[str]:
         return []
     items = list(sinks.items())
     return [
-        _family("flowprobe_sink_points_total", "counter", "Points per sink by what happened to them: written, spooled, dropped, rejected.",
+        family("flowprobe_sink_points_total", "counter", "Points per sink by what happened to them: written, spooled, dropped, rejected.",
                 [f'flowprobe_sink_points_total{{sink="{name}",result="{r}"}} {stats.get(r, 0)}\n' for name, stats in items for r in _SINK_RESULTS]),
-        _family("flowprobe_sink_spool_points", "gauge", "Points waiting in the sink's disk spool.",
+        family("flowprobe_sink_spool_points", "gauge", "Points waiting in the sink's disk spool.",
                 [f'flowprobe_sink_spool_points{{sink="{name}"}} {stats.get("spool_points", 0)}\n' for name, stats in items]),
-        _family("flowprobe_sink_write_failures_total", "counter", "Failed write attempts per sink (each retried).",
+        family("flowprobe_sink_write_failures_total", "counter", "Failed write attempts per sink (each retried).",
                 [f'flowprobe_sink_write_failures_total{{sink="{name}"}} {stats.get("failed_writes", 0)}\n' for name, stats in items]),
     ]
 

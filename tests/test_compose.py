@@ -142,12 +142,12 @@ def _built(name: str) -> bool:
 # ---------------------------------------------------------------- the compose file
 
 
-def test_the_stack_has_every_service_and_analytics_waits_behind_a_profile() -> None:
+def test_the_stack_has_every_service_and_analytics_reads_prometheus() -> None:
     assert set(SERVICES) == set(DESIGN_PORTS)
-    # The worker arrives with issue 5: until then a plain `docker compose up` must not start it.
-    assert SERVICES["analytics"]["profiles"] == ["analytics"]
-    assert SERVICES["analytics"]["command"] == ["analytics", "--listen", "0.0.0.0:9701"]
-    assert [name for name, service in SERVICES.items() if "profiles" in service] == ["analytics"]
+    assert not [name for name, service in SERVICES.items() if "profiles" in service], "a plain `docker compose up` starts every service"
+    args = _parser().parse_args(SERVICES["analytics"]["command"])
+    assert args.source == f"prometheus:http://prometheus:{_published('prometheus')[2]}"
+    assert args.state_dir == Path(DATA_PATHS["analytics"]), "the detectors are saved in the analytics volume"
 
 
 @pytest.mark.parametrize("name", sorted(DESIGN_PORTS))
@@ -335,8 +335,6 @@ def test_the_collector_entrypoint_assembles_a_config_that_flowprobe_accepts(tmp_
 @pytest.mark.parametrize("name", [name for name in sorted(DESIGN_PORTS) if "build" in SERVICES[name]])
 def test_flowprobe_commands_in_the_compose_file_parse(name: str) -> None:
     command = SERVICES[name]["command"]
-    if name == "analytics":
-        pytest.skip("`flowprobe analytics` arrives with the analytics worker (issue 5)")
     args = _parser().parse_args(command)
     assert args.listen == ("0.0.0.0", DESIGN_PORTS[name])
 
@@ -446,7 +444,7 @@ def _smoke(client: Any, tmp_path: Path) -> None:
         assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
         containers = client.containers.list(filters={"label": f"com.docker.compose.project={project}"})
         states = {c.labels["com.docker.compose.service"]: c.attrs["State"].get("Health", {}).get("Status") for c in containers}
-        assert states == {name: "healthy" for name in DESIGN_PORTS if name != "analytics"}
+        assert states == dict.fromkeys(DESIGN_PORTS, "healthy")
 
         def url(name: str, path: str) -> str:
             container = next(c for c in containers if c.labels["com.docker.compose.service"] == name)

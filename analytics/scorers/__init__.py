@@ -32,3 +32,7 @@ def default_detector() -> Detector:
     from analytics.scorers.registry import DEFAULT
 
     return DETECTORS[DEFAULT]()
+
+
+# Importing the package registers every detector, so DETECTORS is complete for any caller.
+from analytics.scorers import registry as _registry  # noqa: E402,F401  (registers; after DETECTORS exists)

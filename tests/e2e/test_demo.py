@@ -35,7 +35,7 @@ def test_demo_runs_the_workflows_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     api_port, target_port = free_port(), three_free_ports()
     log = tmp_path / "demo.log"
     args = [sys.executable, "-m", "collector.cli", "demo", "--listen", f"127.0.0.1:{api_port}",
-            "--target-port", str(target_port), "--data-dir", str(tmp_path / "data")]
+            "--target-port", str(target_port), "--data-dir", str(tmp_path / "data"), "--analytics-listen", f"127.0.0.1:{free_port()}"]
     with running_process(args, log=log) as proc:
         base = f"http://127.0.0.1:{api_port}"
 

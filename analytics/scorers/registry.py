@@ -1,0 +1,31 @@
+"""Every detector, registered by name with its one shipped configuration; DEFAULT names the shipped one.
+
+To add a detector: a module in this package with a class that has
+`learn_one(x, t=None)` and `score_one(x, t=None) -> float in [0, 1]`, a seeded
+doctest in its docstring, and one `DETECTORS[...] = ...` line here. The
+contract test (tests/analytics/test_scorers.py) then covers it.
+"""
+
+from __future__ import annotations
+
+from analytics.scorers import DETECTORS
+from analytics.scorers.ensemble import EnsembleScorer
+from analytics.scorers.forest import HalfSpaceTreesScorer
+from analytics.scorers.gaussian import GaussianTailScorer
+from analytics.scorers.robust import RobustScorer
+from analytics.scorers.seasonal import SeasonalScorer
+
+__all__ = ["DEFAULT", "SEED"]
+
+SEED = 42
+
+DETECTORS["robust"] = RobustScorer
+DETECTORS["seasonal"] = SeasonalScorer
+DETECTORS["hst"] = lambda: HalfSpaceTreesScorer(seed=SEED)
+DETECTORS["gaussian"] = GaussianTailScorer
+DETECTORS["ensemble"] = EnsembleScorer
+DETECTORS["ensemble-seasonal"] = lambda: EnsembleScorer(seasonal=True)
+
+# Best NAB standard score and window F1 of those that run >= 100,000 points/s on one core
+# (bench/anomaly_nab.py; figures in bench/README.md).
+DEFAULT = "ensemble"

@@ -1,0 +1,296 @@
+"""The analytics worker: new points in, one anomaly score per series out.
+
+Every `interval` the worker reads what its source has that is new, and for
+each point asks that series' detector first and teaches it second
+(``score_one``, then ``learn_one``): a score uses only what came before it,
+exactly as live. There is one detector per (workflow, env, signal), made by
+the factory the worker is given (`analytics.scorers.default_detector` when
+run from the command line), so a test can bring its own.
+
+A source that cannot be read (Prometheus down, the history file missing or
+locked) and a detector that raises are logged and counted in
+``flowprobe_analytics_errors_total``; the worker carries on and tries again
+at the next interval. It never stops for either.
+
+The detectors are saved in the state directory (analytics/state.py) at most
+every `save_every` seconds and when the worker stops, and loaded at start,
+together with the time of the last point each learned: points at or before
+it are not learned twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from analytics.scorers import Detector
+from analytics.source import Point, SeriesKey, Source, SourceError, open_source
+from analytics.state import SavedSeries, StateFile, kind_of
+
+__all__ = ["DEFAULT_THRESHOLD", "Series", "Worker", "command", "serve"]
+
+log = logging.getLogger("flowprobe.analytics")
+
+# The score at which flowprobe_anomaly is 1. Scores are "how anomalous, in
+# [0, 1]" (analytics/scorers); 0.9 flags the clearly unusual without flagging
+# the merely uncommon. The flag is for dashboards; alert rules should use
+# flowprobe_anomaly_score with a `for:` so one odd run does not page.
+DEFAULT_THRESHOLD = 0.9
+# A series with no point for this long is no longer exported (its workflow
+# was removed or stopped); its detector is kept, and it comes back with its
+# next point. Longer than any sensible probe schedule.
+STALE_AFTER = 6 * 3600.0
+
+
+@dataclass
+class Series:
+    detector: Detector
+    last_t: float = -math.inf  # time of the last point learned
+    score: float | None = None  # score of that point
+    value: float | None = None  # and its value
+
+
+class Worker:
+    def __init__(
+        self,
+        source: Source,
+        factory: Callable[[], Detector],
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        interval: float = 15.0,
+        state: StateFile | None = None,
+        save_every: float = 60.0,
+        stale_after: float = STALE_AFTER,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = source
+        self.factory = factory
+        self.threshold = threshold
+        self.interval = interval
+        self.state = state
+        self.save_every = save_every
+        self.stale_after = stale_after
+        self.clock = clock
+        self.series: dict[SeriesKey, Series] = {}
+        self.points_total = 0
+        self.errors_total = 0
+        self.last_run: float | None = None  # when the source was last read successfully
+        self.source_error: str | None = None  # why the last read failed; None once it works
+        self._dirty = False
+        self._last_save = time.monotonic()
+        self._logged: set[SeriesKey] = set()  # series whose detector failure was already logged
+
+    # ------------------------------------------------------------ state
+
+    def load(self) -> int:
+        """Resume from the state directory; returns the number of series restored."""
+        if self.state is None:
+            return 0
+        saved = self.state.load()
+        try:
+            expected: str | None = kind_of(self.factory())
+        except Exception:
+            expected = None  # reported when the first point needs a detector
+        changed = 0
+        for key, entry in saved.items():
+            if expected is not None and entry.kind != expected:
+                changed += 1  # the shipped detector changed: relearn rather than mix two models
+                continue
+            self.series[key] = Series(entry.detector, entry.last_t, entry.score, entry.value)
+        if self.series:
+            self.source.resume(max(s.last_t for s in self.series.values()))
+        if saved:
+            fields = {"series": len(self.series), "path": str(self.state.path)}
+            if changed:
+                fields["relearning"] = changed
+            log.info("analytics state restored", extra={"fields": fields})
+        return len(self.series)
+
+    async def save(self) -> bool:
+        if self.state is None:
+            return True
+        snapshot = {key: SavedSeries(s.detector, kind_of(s.detector), s.last_t, s.score, s.value) for key, s in list(self.series.items())}
+        try:
+            await asyncio.to_thread(self.state.save, snapshot)
+        except Exception as exc:  # a full disk or an unpicklable detector: keep running, try again later
+            self.errors_total += 1
+            log.error("could not save the analytics state", extra={"fields": {"path": str(self.state.path), "error": f"{type(exc).__name__}: {exc}"}})
+            return False
+        self._dirty = False
+        self._last_save = time.monotonic()
+        return True
+
+    # ------------------------------------------------------------ running
+
+    async def run_once(self) -> int:
+        """Read, score and learn what is new; returns the number of points learned. Never raises for a source."""
+        try:
+            points = await self.source.read()
+        except Exception as exc:
+            self.errors_total += 1
+            message = str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
+            if message != self.source_error:  # once per new problem, not once per interval
+                if isinstance(exc, SourceError):
+                    log.warning("cannot read the analytics source; trying again every interval",
+                                extra={"fields": {"source": self.source.name, "error": message}})
+                else:
+                    log.exception("reading the analytics source failed", extra={"fields": {"source": self.source.name}})
+            self.source_error = message
+            return 0
+        if self.source_error is not None:
+            log.info("the analytics source can be read again", extra={"fields": {"source": self.source.name}})
+            self.source_error = None
+        # Detectors can be slow to learn a long history: off the event loop, which the collector may share.
+        learned = await asyncio.to_thread(self._learn, points) if points else 0
+        self.last_run = self.clock()
+        if self._dirty and time.monotonic() - self._last_save >= self.save_every:
+            await self.save()
+        return learned
+
+    def _learn(self, points: list[Point]) -> int:
+        learned = 0
+        no_detector: dict[SeriesKey, Exception] = {}
+        for point in points:
+            key = point.key
+            series = self.series.get(key)
+            if series is None:
+                if key in no_detector:
+                    continue
+                try:
+                    series = Series(self.factory())
+                except Exception as exc:
+                    no_detector[key] = exc
+                    continue
+                self.series[key] = series
+            if point.t <= series.last_t:
+                continue  # learned before a restart, or read twice
+            series.last_t = point.t  # even if the detector fails on it: a bad point is not retried forever
+            try:
+                score = float(series.detector.score_one(point.value, point.t))
+                series.detector.learn_one(point.value, point.t)
+                if math.isnan(score):
+                    raise ValueError("the detector scored NaN")
+            except Exception:
+                self.errors_total += 1
+                if key not in self._logged:
+                    self._logged.add(key)
+                    log.exception("a detector failed; the point is skipped", extra={"fields": _fields(key)})
+                continue
+            series.score, series.value = min(1.0, max(0.0, score)), point.value
+            learned += 1
+        if no_detector:
+            self.errors_total += len(no_detector)
+            exc = next(iter(no_detector.values()))
+            log.error("could not make a detector; those series are not scored",
+                      extra={"fields": {"series": len(no_detector), "error": f"{type(exc).__name__}: {exc}"}})
+        self.points_total += learned
+        self._dirty = self._dirty or learned > 0
+        return learned
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Every `interval` until `stop` is set; then save the state."""
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except Exception:  # our own bug: logged and counted, and the next interval tries again
+                self.errors_total += 1
+                log.exception("the analytics worker failed an interval")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
+        if self._dirty:
+            await self.save()
+
+    async def close(self) -> None:
+        await self.source.close()
+
+    # ------------------------------------------------------------ reading (the API, the exposition)
+
+    def current(self) -> list[tuple[SeriesKey, Series]]:
+        """Series with a score, sorted by key; stale ones left out."""
+        oldest = self.clock() - self.stale_after
+        return sorted((key, s) for key, s in list(self.series.items()) if s.score is not None and s.last_t >= oldest)
+
+    def anomalies(self) -> dict[str, Any]:
+        items = [
+            {
+                "workflow": workflow,
+                "env": env,
+                "signal": signal_name,
+                "score": s.score,
+                "anomaly": s.score is not None and s.score >= self.threshold,
+                "value": s.value,
+                "at": s.last_t,
+            }
+            for (workflow, env, signal_name), s in self.current()
+        ]
+        items.sort(key=lambda item: -float(item["score"] or 0.0))
+        return {"threshold": self.threshold, "source": self.source.name, "last_run": self.last_run, "items": items}
+
+
+def _fields(key: SeriesKey) -> dict[str, str]:
+    return dict(zip(("workflow", "env", "signal"), key))
+
+
+# ---------------------------------------------------------------- the command
+
+
+async def serve(worker: Worker, host: str, port: int, stop: asyncio.Event | None = None) -> None:
+    """Serve /metrics and the API and run the worker until SIGTERM or SIGINT (or `stop`)."""
+    from analytics.emit import create_app
+    from collector.service import ApiServer
+
+    stop = stop or asyncio.Event()
+    worker.load()
+    api = ApiServer(create_app(worker), host, port)
+    try:
+        await api.start()  # bind first: a taken port fails before anything runs
+    except OSError:
+        await worker.close()
+        raise
+    loop = asyncio.get_running_loop()
+    handled = (signal.SIGTERM, signal.SIGINT)
+    for sig in handled:
+        loop.add_signal_handler(sig, stop.set)
+    log.info("analytics worker started",
+             extra={"fields": {"listen": f"{host}:{api.port}", "source": worker.source.name, "series": len(worker.series)}})
+    try:
+        await worker.run(stop)
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        await api.stop()
+        await worker.close()
+        log.info("analytics worker stopped")
+
+
+def command(args: argparse.Namespace, *, factory: Callable[[], Detector] | None = None) -> int:
+    """`flowprobe analytics` (and `python -m analytics`)."""
+    from collector.log import configure_logging
+
+    configure_logging(args.log_level)
+    if factory is None:
+        from analytics.scorers import default_detector
+
+        factory = default_detector
+    try:
+        factory()  # a missing or broken detector fails here, not silently at the first point
+    except Exception as exc:
+        print(f"flowprobe analytics: cannot make a detector: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    source = open_source(args.source, **({"step": args.interval} if args.source.startswith("prometheus:") else {}))
+    worker = Worker(source, factory, threshold=args.threshold, interval=args.interval, state=StateFile(args.state_dir))
+    try:
+        asyncio.run(serve(worker, *args.listen))
+    except OSError as exc:
+        print(f"flowprobe analytics: {exc}", file=sys.stderr)
+        return 1
+    return 0

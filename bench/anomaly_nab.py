@@ -1,0 +1,334 @@
+"""The anomaly detectors on the NAB subset: window P/R/F1, latency, NAB standard score, throughput.
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.anomaly_nab                       # table, the shipped detector
+    .venv/bin/python -m bench.anomaly_nab --detector robust     # another registered detector
+    .venv/bin/python -m bench.anomaly_nab --json                # one JSON object
+
+The data and the scoring rules are those of ``shared/benchmarks/nab/README.md``
+(default ``<repo>/../shared/benchmarks/nab``, or ``--data DIR``, or
+``FLOWPROBE_NAB_DIR``), followed exactly:
+
+- every file is scored causally with a fresh detector (``s = score_one(x, t)``
+  then ``learn_one(x, t)``), one configuration for all files;
+- the first ``min(floor(0.15 * rows), 750)`` rows of a file never alarm;
+- one threshold for the whole set is swept; the best NAB standard score is
+  reported with the window precision, recall, F1 and median latency at that
+  same threshold. The threshold that maximises window F1 is shown as well
+  (it is a different operating point, and labelled so);
+- window metrics: a window with at least one alarm is found; consecutive
+  alarm rows outside every window merge into one false-positive event;
+  latency is the rows from a window's start to its first alarm;
+- NAB standard: the earliest alarm in a window earns sigma(y) with
+  sigma(y) = 2/(1+exp(5y)) - 1 and y = -(end - i)/(end - start) (-1 at the
+  left edge, 0 at the right edge); a missed window costs 1; every alarm row
+  outside the windows costs 0.11 * sigma(y), y measured in widths of the
+  previous window past its end (the full 0.11 before any window); the raw sum
+  over the set is normalised as 100 (raw - null) / (perfect - null).
+
+Throughput is CPU time of this one process (one core: the detectors are pure
+Python and single-threaded) for score_one + learn_one over the first files of
+the set, the median of three repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "nab"
+TP_WEIGHT, FN_WEIGHT, FP_WEIGHT = 1.0, 1.0, 0.11
+
+# From shared/benchmarks/nab/README.md (NAB's published per-file results at NAB's own thresholds).
+PUBLISHED: list[tuple[str, float, float | None, float | None, float | None]] = [
+    ("ARTime", 67.3, 0.29, 0.86, 0.43),
+    ("Numenta HTM", 66.5, 0.39, 0.80, 0.52),
+    ("CAD OSE", 60.0, 0.50, 0.71, 0.59),
+    ("KNN CAD", 54.7, None, None, None),
+    ("Random Cut Forest", 51.9, 0.24, 0.71, 0.36),
+    ("Windowed Gaussian", 24.3, 0.13, 0.47, 0.20),
+    ("random", 27.2, 0.10, 0.43, 0.17),
+]
+
+
+@dataclass(frozen=True)
+class Series:
+    """One NAB file: values, unix times, anomaly windows as inclusive row ranges, probation rows."""
+
+    name: str
+    values: list[float]
+    times: list[float]
+    windows: list[tuple[int, int]]
+    probation: int
+
+
+def data_dir(explicit: str | None = None) -> Path:
+    return Path(explicit or os.environ.get("FLOWPROBE_NAB_DIR") or DEFAULT_DATA)
+
+
+def _unix(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).replace(tzinfo=timezone.utc).timestamp()
+
+
+def load_series(root: Path, name: str, windows: list[list[str]]) -> Series:
+    values: list[float] = []
+    stamps: list[str] = []
+    with open(root / "data" / name, encoding="utf-8") as fh:
+        next(fh)
+        for line in fh:
+            stamp, _, value = line.rstrip("\n").partition(",")
+            stamps.append(stamp)
+            values.append(float(value))
+    row = {stamp: i for i, stamp in enumerate(stamps)}
+    ranges = [(row[a.removesuffix(".000000")], row[b.removesuffix(".000000")]) for a, b in windows]
+    return Series(name, values, [_unix(s) for s in stamps], ranges, min(math.floor(0.15 * len(values)), 750))
+
+
+def load_nab(root: Path) -> list[Series]:
+    labels = json.loads((root / "labels" / "combined_windows.json").read_text(encoding="utf-8"))
+    return [load_series(root, name, labels[name]) for name in sorted(labels)]
+
+
+def score_series(factory: Any, series: Series) -> np.ndarray:
+    detector = factory()
+    score, learn = detector.score_one, detector.learn_one
+    out = []
+    append = out.append
+    for x, t in zip(series.values, series.times):
+        append(score(x, t))
+        learn(x, t)
+    return np.asarray(out, dtype=float)
+
+
+def sigma(y: np.ndarray | float) -> np.ndarray | float:
+    return 2.0 / (1.0 + np.exp(5.0 * np.asarray(y, dtype=float))) - 1.0
+
+
+@dataclass
+class Counts:
+    """Sums over files at one threshold; the figures are derived from them."""
+
+    windows: int = 0
+    found: int = 0
+    fp_events: int = 0
+    raw: float = 0.0
+    latencies: list[int] | None = None
+
+    def add(self, other: Counts) -> None:
+        self.windows += other.windows
+        self.found += other.found
+        self.fp_events += other.fp_events
+        self.raw += other.raw
+        if other.latencies is not None:
+            self.latencies = (self.latencies or []) + other.latencies
+
+
+def evaluate_file(scores: np.ndarray, series: Series, threshold: float, latencies: bool = False) -> Counts:
+    """Window TP/FP events and the raw NAB standard score of one file at one threshold."""
+    alarms = np.flatnonzero(scores[series.probation :] >= threshold) + series.probation
+    starts = np.array([a for a, _ in series.windows], dtype=np.int64)
+    ends = np.array([b for _, b in series.windows], dtype=np.int64)
+    counts = Counts(windows=len(series.windows), latencies=[] if latencies else None)
+    raw = -FN_WEIGHT * len(starts)
+    inside = np.zeros(len(alarms), dtype=bool)
+    if len(starts):
+        first = np.searchsorted(alarms, starts)
+        ok = first < len(alarms)
+        hit = np.zeros(len(starts), dtype=bool)
+        hit[ok] = alarms[first[ok]] <= ends[ok]
+        counts.found = int(hit.sum())
+        i = alarms[first[hit]]
+        width = np.maximum(ends[hit] - starts[hit], 1)
+        raw += float(np.sum(TP_WEIGHT * sigma(-(ends[hit] - i) / width) + FN_WEIGHT))
+        if latencies:
+            counts.latencies = (i - starts[hit]).tolist()
+        pos = np.searchsorted(starts, alarms, side="right") - 1
+        has_prev = pos >= 0
+        inside[has_prev] = alarms[has_prev] <= ends[pos[has_prev]]
+    out = alarms[~inside]
+    if len(out):
+        pos = np.searchsorted(starts, out, side="right") - 1 if len(starts) else np.full(len(out), -1)
+        cost = np.full(len(out), -FP_WEIGHT)
+        after = pos >= 0
+        if after.any():
+            p = pos[after]
+            y = (out[after] - ends[p]) / np.maximum(ends[p] - starts[p], 1)
+            cost[after] = FP_WEIGHT * sigma(y)
+        raw += float(cost.sum())
+        # a run of consecutive outside alarm rows is one event
+        counts.fp_events = int(1 + np.count_nonzero(np.diff(out) != 1))
+    counts.raw = raw
+    return counts
+
+
+def evaluate(all_scores: list[np.ndarray], data: list[Series], threshold: float, latencies: bool = False) -> Counts:
+    total = Counts(latencies=[] if latencies else None)
+    for scores, series in zip(all_scores, data):
+        total.add(evaluate_file(scores, series, threshold, latencies))
+    return total
+
+
+def nab_bounds(data: list[Series]) -> tuple[float, float]:
+    n = sum(len(s.windows) for s in data)
+    return -FN_WEIGHT * n, float(TP_WEIGHT * sigma(-1.0)) * n
+
+
+def figures(counts: Counts, data: list[Series], threshold: float) -> dict[str, Any]:
+    null, perfect = nab_bounds(data)
+    precision = counts.found / (counts.found + counts.fp_events) if counts.found + counts.fp_events else 0.0
+    recall = counts.found / counts.windows if counts.windows else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    lat = counts.latencies or []
+    return {
+        "threshold": threshold,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "latency_rows": float(statistics.median(lat)) if lat else None,
+        "nab_standard": 100.0 * (counts.raw - null) / (perfect - null),
+        "windows": counts.windows,
+        "windows_found": counts.found,
+        "fp_events": counts.fp_events,
+    }
+
+
+def candidate_thresholds(all_scores: list[np.ndarray], data: list[Series], limit: int = 3000) -> np.ndarray:
+    """The distinct scored values at the top of the distribution: only there can a threshold be best."""
+    scored = np.concatenate([s[d.probation :] for s, d in zip(all_scores, data)])
+    top = np.unique(scored)[::-1]
+    if len(top) > limit:
+        top = _spread(top, limit)
+    return top
+
+
+def _spread(sorted_desc: np.ndarray, limit: int) -> np.ndarray:
+    # every value among the highest `limit // 2`, then a geometric thinning of the rest
+    head = sorted_desc[: limit // 2]
+    rest = sorted_desc[limit // 2 :]
+    idx = np.unique(np.geomspace(1, len(rest), limit // 2).astype(int) - 1)
+    return np.concatenate([head, rest[idx]])
+
+
+def sweep(all_scores: list[np.ndarray], data: list[Series]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One threshold for the whole set: (the NAB-best operating point, the F1-best operating point)."""
+    best_nab: tuple[float, float] | None = None
+    best_f1: tuple[float, float] | None = None
+    for thr in candidate_thresholds(all_scores, data):
+        fig = figures(evaluate(all_scores, data, float(thr)), data, float(thr))
+        if best_nab is None or fig["nab_standard"] > best_nab[0]:
+            best_nab = (fig["nab_standard"], float(thr))
+        if best_f1 is None or fig["f1"] > best_f1[0]:
+            best_f1 = (fig["f1"], float(thr))
+    assert best_nab is not None and best_f1 is not None
+    at_nab = figures(evaluate(all_scores, data, best_nab[1], True), data, best_nab[1])
+    at_f1 = figures(evaluate(all_scores, data, best_f1[1], True), data, best_f1[1])
+    return at_nab, at_f1
+
+
+def throughput(factory: Any, data: list[Series], points: int = 60_000, repeat: int = 3) -> tuple[float, float, float]:
+    """Points per CPU second on this one core: (median, min, max) over `repeat` runs."""
+    chunk: list[tuple[float, float]] = []
+    for series in data:
+        chunk.extend(zip(series.values, series.times))
+        if len(chunk) >= points:
+            break
+    chunk = chunk[:points]
+    rates = []
+    for _ in range(repeat):
+        detector = factory()
+        score, learn = detector.score_one, detector.learn_one
+        start = time.process_time()
+        for x, t in chunk:
+            score(x, t)
+            learn(x, t)
+        rates.append(len(chunk) / max(time.process_time() - start, 1e-9))
+    return statistics.median(rates), min(rates), max(rates)
+
+
+def run(name: str | None, root: Path, measure_speed: bool = True) -> dict[str, Any]:
+    from analytics.scorers import DETECTORS
+    from analytics.scorers.registry import DEFAULT
+
+    name = name or DEFAULT
+    factory = DETECTORS[name]
+    data = load_nab(root)
+    started = time.perf_counter()
+    all_scores = [score_series(factory, s) for s in data]
+    elapsed = time.perf_counter() - started
+    at_nab, at_f1 = sweep(all_scores, data)
+    result: dict[str, Any] = {"detector": name, "files": len(data), "rows": sum(len(s.values) for s in data)}
+    result.update(at_nab)
+    result["best_f1_operating_point"] = at_f1
+    result["scoring_wall_s"] = elapsed
+    if measure_speed:
+        med, lo, hi = throughput(factory, data)
+        result["points_per_s_per_core"] = med
+        result["points_per_s_per_core_range"] = [lo, hi]
+    return result
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "" if v is None else format(v, spec)
+
+
+def table(result: dict[str, Any]) -> str:
+    f1pt = result["best_f1_operating_point"]
+    lines = [
+        f"NAB subset: {result['files']} files, {result['rows']} rows, {result['windows']} windows; one threshold for the set",
+        "",
+        "| detector | NAB standard | window P | window R | window F1 | latency (rows, median) | threshold |",
+        "|---|---|---|---|---|---|---|",
+        f"| **flowprobe {result['detector']}** (best NAB threshold) | {result['nab_standard']:.1f} | {result['precision']:.2f} "
+        f"| {result['recall']:.2f} | {result['f1']:.2f} | {_fmt(result['latency_rows'], '.0f')} | {result['threshold']:.4g} |",
+        f"| flowprobe {result['detector']} (best F1 threshold) | {f1pt['nab_standard']:.1f} | {f1pt['precision']:.2f} "
+        f"| {f1pt['recall']:.2f} | {f1pt['f1']:.2f} | {_fmt(f1pt['latency_rows'], '.0f')} | {f1pt['threshold']:.4g} |",
+    ]
+    for name, nab, p, r, f in PUBLISHED:
+        lines.append(f"| {name} (published) | {nab:.1f} | {_fmt(p, '.2f')} | {_fmt(r, '.2f')} | {_fmt(f, '.2f')} | | |")
+    lines.append("")
+    lines.append(f"windows found {result['windows_found']}/{result['windows']}, false-positive events {result['fp_events']}")
+    if "points_per_s_per_core" in result:
+        lo, hi = result["points_per_s_per_core_range"]
+        lines.append(
+            f"throughput: {result['points_per_s_per_core']:,.0f} points/s per core (score_one + learn_one; median of 3, {lo:,.0f}-{hi:,.0f})"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="NAB folder (default: FLOWPROBE_NAB_DIR or <repo>/../shared/benchmarks/nab)")
+    parser.add_argument("--detector", help="a name from analytics.scorers.DETECTORS (default: the shipped one)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the throughput measurement")
+    args = parser.parse_args(argv)
+    root = data_dir(args.data)
+    if not (root / "labels" / "combined_windows.json").is_file():
+        print(f"no NAB data at {root} (use --data DIR or FLOWPROBE_NAB_DIR)", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(REPO))
+    from analytics.scorers import DETECTORS
+
+    if args.detector and args.detector not in DETECTORS:
+        print(f"unknown detector {args.detector!r}; known: {', '.join(sorted(DETECTORS))}", file=sys.stderr)
+        return 2
+    result = run(args.detector, root, measure_speed=not args.no_throughput)
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
