@@ -15,7 +15,7 @@ from analytics.scorers.gaussian import GaussianTailScorer
 from analytics.scorers.robust import RobustScorer
 from analytics.scorers.seasonal import SeasonalScorer
 
-__all__ = ["DEFAULT", "SEED"]
+__all__ = ["DEFAULT", "SEED", "THRESHOLD"]
 
 SEED = 42
 
@@ -29,3 +29,7 @@ DETECTORS["ensemble-seasonal"] = lambda: EnsembleScorer(seasonal=True)
 # Best NAB standard score and window F1 of those that run >= 100,000 points/s on one core
 # (bench/anomaly_nab.py; figures in bench/README.md).
 DEFAULT = "ensemble"
+
+# The shipped detector's alarm threshold: the one value for the whole NAB subset that maximises its
+# NAB standard score (bench/anomaly_nab.py). Scores are calibrated per series, so it carries over.
+THRESHOLD = 0.606

@@ -94,13 +94,14 @@ class Stack:
             raise AssertionError(f"{exc}\n{logs}") from None
 
 
-def _prometheus_config(path: Path, collector: str) -> None:
+def _prometheus_config(path: Path, collector: str, analytics: str) -> None:
     rules = "".join(f"  - {rule}\n" for rule in RULES)
     path.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         + (f"rule_files:\n{rules}" if rules else "")
         + "scrape_configs:\n"
         f"  - job_name: flowprobe\n    static_configs: [{{targets: ['{collector.removeprefix('http://')}']}}]\n"
+        f"  - job_name: flowprobe-analytics\n    static_configs: [{{targets: ['{analytics.removeprefix('http://')}']}}]\n"
     )
 
 
@@ -119,10 +120,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         args = [sys.executable, "-m", "collector.cli", "run", "--config", str(fast_copy(tmp / "workflows")),
                 "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp / "data"), "--grace", "1"]
         env = probe_environment({"prod": prod, "staging": staging, "dev": dev})
-        with running_process(args, env=env, log=tmp / "collector.log"):
+        analytics_port = free_port()
+        analytics = f"http://127.0.0.1:{analytics_port}"
+        # The analytics worker reads the collector's history, as in the embedded default.
+        worker = [sys.executable, "-m", "analytics", "--listen", f"127.0.0.1:{analytics_port}", "--interval", "1s",
+                  "--source", f"history:{tmp / 'data' / 'history.sqlite3'}", "--state-dir", str(tmp / "analytics")]
+        with running_process(args, env=env, log=tmp / "collector.log"), running_process(worker, log=tmp / "analytics.log"):
             wait_until(lambda: httpx.get(f"{collector}/readyz", timeout=2).status_code == 200, what="collector ready")
+            wait_until(lambda: httpx.get(f"{analytics}/healthz", timeout=2).status_code == 200, what="analytics worker ready")
             prom_port = free_port()
-            _prometheus_config(tmp / "prometheus.yml", collector)
+            _prometheus_config(tmp / "prometheus.yml", collector, analytics)
             prom_args = [prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
                          f"--web.listen-address=127.0.0.1:{prom_port}"]
             with running_process(prom_args, log=tmp / "prometheus.log"):
@@ -144,6 +151,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     ("a circuit breaker (dev)", "flowprobe_circuit_open"),
                     ("skipped runs in prod", 'increase(flowprobe_workflow_runs_total{env="prod", result="skipped"}[1m]) > 0'),
                     ("the collector's process metrics", 'rate(process_cpu_seconds_total{job="flowprobe"}[1m])'),
+                    ("anomaly scores from the analytics worker", 'flowprobe_anomaly_score{env="prod"}'),
                 ] + ([("an alert firing", 'ALERTS{alertstate="firing"}')] if RULES else []):
                     s.wait_for(expr, what)
                 yield s

@@ -1,0 +1,93 @@
+"""The frame backend: the pandas path against a plain-Python reference, the cuDF path against pandas on a GPU."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analytics.frame import PANDAS, _cudf_backend, rolling_robust_z, select_backend
+from analytics.scorers.window import SortedWindow
+
+
+def reference(values: list[float], window: int) -> list[float]:
+    """Plain Python: sorted() of the previous `window` values, the same quantile positions and floors."""
+    out = []
+    for i, x in enumerate(values):
+        if i < window:
+            out.append(math.nan)
+            continue
+        s = sorted(values[i - window : i])
+        med = s[window // 2]
+        scale = max((s[(3 * window) // 4] - s[window // 4]) / 1.349, 0.02 * (s[-1] - s[0]), 1e-6 * abs(med) + 1e-9)
+        out.append(abs(x - med) / scale)
+    return out
+
+
+def frame(seed: int = 3) -> pd.DataFrame:
+    rng = random.Random(seed)
+    rows = []
+    for host in ("a", "b"):
+        for step in ("login", "pay"):
+            level = rng.uniform(10, 500)
+            for i in range(120):
+                v = level * rng.lognormvariate(0.0, 0.2) + (5 * level if i == 100 else 0.0)
+                rows.append((host, step, i, round(v, 3)))
+    rng.shuffle(rows)  # series interleaved, as rows arrive from many workflows
+    df = pd.DataFrame(rows, columns=["host", "step", "i", "latency"])
+    return df.sort_values("i", kind="stable").reset_index(drop=True)
+
+
+@pytest.mark.parametrize("window", [1, 4, 25])
+def test_pandas_path_matches_plain_python(window: int) -> None:
+    df = frame()
+    z = rolling_robust_z(df, ["host", "step"], "latency", window)
+    assert z.index.equals(df.index)
+    for _, group in df.groupby(["host", "step"]):
+        expected = reference(group["latency"].tolist(), window)
+        np.testing.assert_allclose(z.loc[group.index].to_numpy(), expected, rtol=1e-12, equal_nan=True)
+
+
+def test_matches_the_streaming_detectors_window() -> None:
+    df = frame()
+    z = rolling_robust_z(df, ["host", "step"], "latency", 25)
+    group = df[(df.host == "a") & (df.step == "pay")]
+    w = SortedWindow(25)
+    for idx, x in zip(group.index, group["latency"]):
+        if len(w) == 25:
+            assert z[idx] == pytest.approx(w.robust_z(x), rel=1e-12)
+        w.add(x)
+
+
+def test_the_spike_stands_out() -> None:
+    df = frame()
+    z = rolling_robust_z(df, ["host", "step"], "latency", 50)
+    for _, group in df.groupby(["host", "step"]):
+        gz = z.loc[group.index]
+        assert gz[group["i"] == 100].iloc[0] > gz[group["i"] != 100].max()
+
+
+def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWPROBE_BACKEND", "pandas")
+    assert select_backend() is PANDAS
+    monkeypatch.setenv("FLOWPROBE_BACKEND", "auto")
+    assert select_backend().name == ("cudf" if _cudf_backend() else "pandas")
+    monkeypatch.setenv("FLOWPROBE_BACKEND", "polars")
+    with pytest.raises(ValueError, match="FLOWPROBE_BACKEND must be one of auto, pandas, cudf, got 'polars'"):
+        select_backend()
+    if _cudf_backend() is None:
+        with pytest.raises(RuntimeError, match="cuDF is not importable or no CUDA GPU is present"):
+            select_backend("cudf")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cudf_backend() is None, reason="needs cuDF and a CUDA GPU (none here; runs where one is present)")
+def test_cudf_path_matches_pandas() -> None:
+    gpu = select_backend("cudf")
+    df = frame()
+    expected = rolling_robust_z(df, ["host", "step"], "latency", 25)
+    got = gpu.to_pandas(rolling_robust_z(gpu.from_pandas(df), ["host", "step"], "latency", 25))
+    np.testing.assert_allclose(got.to_numpy(dtype=float, na_value=np.nan), expected.to_numpy(), rtol=1e-9, equal_nan=True)
