@@ -33,18 +33,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from analytics.scorers import Detector
+from analytics.scorers.registry import THRESHOLD as SHIPPED_THRESHOLD
 from analytics.source import Point, SeriesKey, Source, SourceError, open_source
 from analytics.state import SavedSeries, StateFile, kind_of
 
 __all__ = ["DEFAULT_THRESHOLD", "Series", "Worker", "command", "serve"]
 
+
 log = logging.getLogger("flowprobe.analytics")
 
-# The score at which flowprobe_anomaly is 1. Scores are "how anomalous, in
-# [0, 1]" (analytics/scorers); 0.9 flags the clearly unusual without flagging
-# the merely uncommon. The flag is for dashboards; alert rules should use
-# flowprobe_anomaly_score with a `for:` so one odd run does not page.
-DEFAULT_THRESHOLD = 0.9
+# The score at which flowprobe_anomaly is 1: the shipped detector's calibrated
+# alarm threshold (the one value that scores best on the whole NAB subset, see
+# analytics/scorers/registry.py). The flag is for dashboards; alert rules
+# should use flowprobe_anomaly_score with a `for:` so one odd run does not page.
+DEFAULT_THRESHOLD = SHIPPED_THRESHOLD
 # A series with no point for this long is no longer exported (its workflow
 # was removed or stopped); its detector is kept, and it comes back with its
 # next point. Longer than any sensible probe schedule.
@@ -287,7 +289,7 @@ def command(args: argparse.Namespace, *, factory: Callable[[], Detector] | None 
         print(f"flowprobe analytics: cannot make a detector: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     source = open_source(args.source, **({"step": args.interval} if args.source.startswith("prometheus:") else {}))
-    worker = Worker(source, factory, threshold=args.threshold, interval=args.interval, state=StateFile(args.state_dir))
+    worker = Worker(source, factory, threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold, interval=args.interval, state=StateFile(args.state_dir))
     try:
         asyncio.run(serve(worker, *args.listen))
     except OSError as exc:

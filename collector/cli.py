@@ -124,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     analytics.add_argument("--interval", type=_duration, default=15.0, help="how often to read new points, e.g. 15s (default 15s)")
     analytics.add_argument("--state-dir", type=Path, default=Path("data/analytics"),
                            help="where the detectors are saved, so a restart resumes (default data/analytics)")
-    analytics.add_argument("--threshold", type=_fraction, default=0.9, help="score from which flowprobe_anomaly is 1 (default 0.9)")
+    analytics.add_argument("--threshold", type=_fraction, default=None,
+                           help="score from which flowprobe_anomaly is 1 (default: the shipped detector's calibrated threshold)")
     analytics.add_argument("--log-level", default=os.environ.get("FLOWPROBE_LOG_LEVEL", "info"))
 
     rules = sub.add_parser("rules", help="write Prometheus recording and alerting rules (and their promtool tests) from the workflows")
