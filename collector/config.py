@@ -519,12 +519,47 @@ class InfluxSettings(_Strict):
     spool_max_points: int = Field(1_000_000, ge=1)
 
 
+class SmtpSettings(_Strict):
+    host: str = Field(min_length=1)
+    port: int = Field(25, ge=1, le=65535)
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    username: str | None = None
+    password: SecretRef | None = None
+    starttls: bool = False
+
+
+class ReportSchedule(_Strict):
+    """One scheduled report: when (cron, UTC), over what period, in which formats, to whom."""
+
+    cron: str
+    period: Literal["daily", "weekly", "monthly"]
+    formats: list[Literal["html", "pdf", "csv", "json"]] = Field(default_factory=lambda: ["html"], min_length=1)
+    env: str | None = None
+    email: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(default_factory=list)
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
+        return value
+
+
+class ReportsSettings(_Strict):
+    directory: str | None = None
+    schedules: list[ReportSchedule] = Field(default_factory=list)
+    smtp: SmtpSettings | None = None
+
+
 class SettingsFile(_Strict):
     """flowprobe.yaml: settings of the collector itself (optional)."""
 
     public_url: str = Field("http://127.0.0.1:9700", pattern=r"^https?://")
     alerting: AlertingSettings = AlertingSettings()
     influx: InfluxSettings | None = None
+    reports: ReportsSettings = ReportsSettings()
 
 
 # ---------------------------------------------------------------- JSON Schema
@@ -572,6 +607,7 @@ class Config:
     tokens: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     database_url: str | None = field(default=None, repr=False)
     influx_token: str | None = field(default=None, repr=False)
+    smtp_password: str | None = field(default=None, repr=False)
 
     def environments_of(self, workflow: Workflow) -> list[str]:
         return list(workflow.environments) if workflow.environments is not None else list(self.environments)
@@ -1019,6 +1055,8 @@ def _load(given: list[Path], environments: Path | None, secret_values: list[str]
         global_redactor.add(settings.database_url)
     if settings.influx_token is not None:
         global_redactor.add(settings.influx_token)
+    if settings.smtp_password is not None:
+        global_redactor.add(settings.smtp_password)
     return Config(
         workflows=workflows,
         environments=dict(env_file.environments),
@@ -1030,6 +1068,7 @@ def _load(given: list[Path], environments: Path | None, secret_values: list[str]
         tokens=settings.tokens,
         database_url=settings.database_url,
         influx_token=settings.influx_token,
+        smtp_password=settings.smtp_password,
     )
 
 
@@ -1039,6 +1078,7 @@ class _Settings:
     tokens: dict[str, tuple[str, str]] = field(default_factory=dict)
     database_url: str | None = None
     influx_token: str | None = None
+    smtp_password: str | None = None
 
 
 def _load_settings(path: Path, problems: list[Problem], secret_values: list[str]) -> _Settings:
@@ -1064,6 +1104,9 @@ def _load_settings(path: Path, problems: list[Problem], secret_values: list[str]
     influx = doc.data.get("influx")
     if isinstance(influx, dict):
         secret_values += _raw_secret_values({"token": influx.get("token")}, path.parent)
+    reports = doc.data.get("reports")
+    if isinstance(reports, dict) and isinstance(reports.get("smtp"), dict):
+        secret_values += _raw_secret_values({"password": reports["smtp"].get("password")}, path.parent)
     try:
         settings = SettingsFile.model_validate(doc.data)
     except ValidationError as exc:
@@ -1095,7 +1138,14 @@ def _load_settings(path: Path, problems: list[Problem], secret_values: list[str]
             influx_token = _resolve_secret(settings.influx.token, path.parent)
         except LookupError as exc:
             problems.append(doc.problem(("influx", "token"), str(exc)))
-    return _Settings(settings, tokens, database_url, influx_token)
+    smtp_password: str | None = None
+    smtp = settings.reports.smtp
+    if smtp is not None and smtp.password is not None:
+        try:
+            smtp_password = _resolve_secret(smtp.password, path.parent)
+        except LookupError as exc:
+            problems.append(doc.problem(("reports", "smtp", "password"), str(exc)))
+    return _Settings(settings, tokens, database_url, influx_token, smtp_password)
 
 
 def _dependency_cycles(workflows: Mapping[str, Workflow], docs: Mapping[str, Document]) -> list[Problem]:
