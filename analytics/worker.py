@@ -151,9 +151,9 @@ class Worker:
         if self.source_error is not None:
             log.info("the analytics source can be read again", extra={"fields": {"source": self.source.name}})
             self.source_error = None
+        self.last_run = self.clock()
         # Detectors can be slow to learn a long history: off the event loop, which the collector may share.
         learned = await asyncio.to_thread(self._learn, points) if points else 0
-        self.last_run = self.clock()
         if self._dirty and time.monotonic() - self._last_save >= self.save_every:
             await self.save()
         return learned

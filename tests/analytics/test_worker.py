@@ -139,7 +139,7 @@ def test_history_runs_become_anomaly_scores_on_metrics(store: HistoryStore, tmp_
     store.flush()
     worker = Worker(HistorySource(store.path), CountingDetector, interval=0.05, threshold=0.9, state=StateFile(tmp_path / "state"))
 
-    text, anomalies = asyncio.run(_serve_and_scrape(worker, lambda t: "flowprobe_anomaly_score{" in t))
+    text, anomalies = asyncio.run(_serve_and_scrape(worker, lambda t: "flowprobe_anomaly_score{" in t and "\nflowprobe_analytics_last_run_timestamp_seconds " in t))
 
     key = {"workflow": "order-placement", "env": "prod"}
     assert value(text, "flowprobe_anomaly_score", **key, signal="latency") == 1.0

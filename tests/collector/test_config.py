@@ -242,7 +242,7 @@ def test_shipped_workflow_values_are_parsed(probe_secrets: None) -> None:
     health = workflows["health-check"]
     assert health.schedule.every == 15.0 and health.schedule.cron is None
     assert health.timeout == 5.0
-    assert health.alert.latency_slo == pytest.approx(0.3)
+    assert health.alert.latency_slo == pytest.approx(0.25)
     assert (health.retries.attempts, health.retries.initial, health.retries.max) == (2, 0.2, 1.0)
     assert health.steps[0].request.timeout == 2.0
     assert health.steps[0].expect.json_["$.status"].ne == "down"
