@@ -21,6 +21,10 @@ FROM ${PYTHON_IMAGE}
 ARG FLOWPROBE_EXTRAS=analytics
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 # Wheels come in through a build mount, not a COPY, so they are not left in a layer.
+# WeasyPrint (PDF reports) needs Pango, and a font so the PDF has readable text.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels "flowprobe[${FLOWPROBE_EXTRAS}]" \
     && groupadd --system --gid 10001 flowprobe \

@@ -8,7 +8,9 @@ STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 # Debian packages the tests run for real: binary -> package.
 SYSTEM_DEPS = prometheus:prometheus promtool:prometheus \
               prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager \
-              victoria-metrics:victoria-metrics
+              victoria-metrics:victoria-metrics chromium:chromium pdftotext:poppler-utils
+# Libraries (no binary to look for): WeasyPrint's Pango and a font for the PDF report.
+SYSTEM_LIBS = libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
 
 .PHONY: install system-deps demo test check bench clean
 
@@ -26,6 +28,7 @@ system-deps:
 	  bin=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$bin >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
+	for pkg in $(SYSTEM_LIBS); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
 	if [ -n "$${missing// /}" ]; then \
 	  echo "installing Debian packages:$$missing"; \

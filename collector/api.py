@@ -16,6 +16,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYP
 
 from collector.alert_api import alert_router
 from collector.metrics import VERSION
+from collector.report import reports_router
 
 if TYPE_CHECKING:
     from collector.service import Service
@@ -114,4 +115,5 @@ def create_app(service: Service) -> FastAPI:
         return result.to_dict()
 
     app.include_router(alert_router(service.alerts, tokens=lambda: service.config.tokens))
+    app.include_router(reports_router(service))
     return app

@@ -8,6 +8,7 @@
     flowprobe target                   the demo target alone
     flowprobe rules [--check]          Prometheus rules and promtool tests from the workflows
     flowprobe alerts list|show|ack|resolve
+    flowprobe report --period daily|weekly|monthly --format html|pdf|csv|json [--env E] [--output PATH]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,6 +78,12 @@ def _fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
     return value
+
+
+def _report_end(text: str) -> datetime:
+    from collector.report import parse_end
+
+    return parse_end(text)
 
 
 def _default_source() -> str:
@@ -148,6 +156,15 @@ def _parser() -> argparse.ArgumentParser:
         acting = alerts_sub.add_parser(action, help=f"{'acknowledge' if action == 'ack' else 'resolve'} an alert")
         acting.add_argument("id")
         acting.add_argument("--comment", "-m", required=True)
+
+    report = sub.add_parser("report", help="an SLA report (availability, uptime, error budget, latency, incidents) from the run history")
+    report.add_argument("--period", required=True, choices=("daily", "weekly", "monthly"), help="the period, ending at --end")
+    report.add_argument("--format", default="html", choices=("html", "pdf", "csv", "json"), help="the file format (default html)")
+    report.add_argument("--env", help="only this environment (default: every environment, one section each)")
+    report.add_argument("--output", type=Path, help="the file to write, - for stdout (default: the reports directory, named by period, env and end)")
+    report.add_argument("--config", type=Path, default=Path("workflows"), help="config directory (default: workflows)")
+    report.add_argument("--data-dir", type=Path, default=Path("data"), help="where the run and alert histories live (default: data)")
+    report.add_argument("--end", type=_report_end, help="end of the period, ISO 8601, UTC unless a zone is given (default: now)")
 
     target = sub.add_parser("target", help="serve the demo farmers-market target alone (as in docker compose)")
     target.add_argument("--listen", type=_listen, default=_listen("127.0.0.1:8080"))
@@ -287,6 +304,12 @@ def _alerts(args: argparse.Namespace) -> int:
     return command(args)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from collector.report import command
+
+    return command(args)
+
+
 def _grafana(args: argparse.Namespace) -> int:
     from collector.grafana import command
 
@@ -295,7 +318,7 @@ def _grafana(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"check": _check, "schema": _schema, "run": _run, "demo": _demo, "analytics": _analytics, "target": _target, "rules": _rules, "alerts": _alerts, "grafana": _grafana}
+    handlers = {"check": _check, "schema": _schema, "run": _run, "demo": _demo, "analytics": _analytics, "target": _target, "rules": _rules, "alerts": _alerts, "grafana": _grafana, "report": _report}
     return handlers[args.command](args)
 
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from apscheduler.triggers.cron import CronTrigger
 from jsonpath import JSONPathEnvironment
 from pydantic import (
     AfterValidator,
@@ -35,6 +34,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
+from collector.cron import crontab_trigger
 from collector.document import ConfigError, Document, Problem, PathKey, expand_environment, load_document
 from collector.secret import global_redactor
 from collector.template import Template, TemplateError
@@ -253,7 +253,7 @@ class Schedule(_Strict):
     def _valid_cron(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                CronTrigger.from_crontab(value, timezone="UTC")
+                crontab_trigger(value)
             except ValueError as exc:
                 reason = str(exc)
                 raise ValueError(f"invalid cron expression {value!r}: {reason[:1].lower()}{reason[1:]}") from None
@@ -541,7 +541,7 @@ class ReportSchedule(_Strict):
     @classmethod
     def _valid_cron(cls, value: str) -> str:
         try:
-            CronTrigger.from_crontab(value, timezone="UTC")
+            crontab_trigger(value)
         except ValueError as exc:
             raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
         return value

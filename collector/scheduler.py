@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from collector.config import Schedule
+from collector.cron import crontab_trigger
 
 __all__ = ["Scheduler", "Shard", "pair_hash"]
 
@@ -78,7 +78,7 @@ def _trigger(schedule: Schedule, pair: Pair, now: dt.datetime) -> BaseTrigger:
         offset = (pair_hash(pair) % 10_000) / 10_000 * schedule.every
         return IntervalTrigger(seconds=schedule.every, start_date=now + dt.timedelta(seconds=offset), timezone=UTC)
     assert schedule.cron is not None
-    return CronTrigger.from_crontab(schedule.cron, timezone=UTC)
+    return crontab_trigger(schedule.cron)
 
 
 class Scheduler:

@@ -29,6 +29,7 @@ from collector.config import Config, ConfigError, Schedule, Workflow, load_confi
 from collector.engine import AiohttpEngine, Engine
 from collector.log import log_run
 from collector.metrics import MetricsRenderer, State, new_registry
+from collector.report import ReportScheduler
 from collector.resilience import CircuitBreakers
 from collector.result import RunResult
 from collector.runner import Runner
@@ -71,6 +72,7 @@ class Service:
         # The database URL is read at start only; a reload changes tokens, escalation and Alertmanager.
         alert_database = self.config.database_url or f"sqlite:///{self.data_dir / 'alerts.sqlite3'}"
         self.alerts = AlertService(AlertStore(alert_database), settings=lambda: self.config.settings.alerting)
+        self.reports = ReportScheduler.for_service(self)
         self.scheduler = Scheduler(self._execute, on_missed=self.state.add_missed, on_lateness=self.state.lateness.observe)
         self.state.internal_errors = lambda: self.runner.internal_errors
         self.state.circuits = self.breakers.states
@@ -119,6 +121,8 @@ class Service:
             log.error("config reload failed; the previous config keeps running", extra={"fields": {"problems": problems}})
             return False
         self._apply(config)
+        if self.ready:
+            self.reports.apply()
         self.state.reload_successful = 1
         self.state.reload_success_time = time.time()
         log.info("config reloaded", extra={"fields": {"workflows": len(config.workflows), "pairs": len(self.scheduler.pairs)}})
@@ -182,6 +186,7 @@ class Service:
         for pair, result in latest.items():
             self.state.restore(result, streaks.get(pair))
         await self.alerts.start()
+        self.reports.start()
         self.scheduler.start()
         self.ready = True
         log.info(
@@ -194,6 +199,7 @@ class Service:
         cancelled = await self.scheduler.shutdown(self.grace)
         if cancelled:
             log.warning("runs cancelled at the end of the grace period", extra={"fields": {"cancelled": cancelled}})
+        await self.reports.stop(self.grace)  # a report being written reads the history: before it closes
         await asyncio.to_thread(self.store.flush)
         self.store.close()
         if self.sink is not None:

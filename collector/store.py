@@ -97,8 +97,10 @@ class HistoryStore:
             try:
                 if results:
                     self._insert(results)
-                if time.monotonic() - self._last_prune > _PRUNE_EVERY:
-                    self.prune()
+                    # Only a store that writes prunes: opening and closing one (a report,
+                    # a read-only tool) must not delete history by another retention.
+                    if time.monotonic() - self._last_prune > _PRUNE_EVERY:
+                        self.prune()
             except sqlite3.Error:
                 self.write_errors += len(results)
                 log.exception("could not write %d run(s) to the history", len(results))

@@ -103,3 +103,13 @@ def test_shutdown_waits_for_runs_in_flight_within_grace() -> None:
     finished, cancelled = asyncio.run(main())
     assert "quick" in finished and "stuck" not in finished
     assert cancelled == 1
+
+
+def test_workflow_crons_read_the_day_of_week_as_crontab_does() -> None:
+    # APScheduler 3 alone would run "* * * * 1" on Tuesdays (it counts from Monday).
+    monday = dt.datetime(2026, 11, 30, tzinfo=UTC)
+    assert monday.weekday() == 0
+    trigger = _trigger(Schedule(cron="0 6 * * 1"), ("a", "b"), monday - dt.timedelta(days=3))
+    assert trigger.get_next_fire_time(None, monday - dt.timedelta(days=3)) == monday.replace(hour=6)
+    sunday = _trigger(Schedule(cron="0 6 * * 7"), ("a", "b"), monday)
+    assert sunday.get_next_fire_time(None, monday).weekday() == 6
