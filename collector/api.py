@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
 
 from collector.alert_api import alert_router
+from collector.dashboard_api import dashboard_router
 from collector.metrics import VERSION
 from collector.report import reports_router
 
@@ -116,4 +117,6 @@ def create_app(service: Service) -> FastAPI:
 
     app.include_router(alert_router(service.alerts, tokens=lambda: service.config.tokens))
     app.include_router(reports_router(service))
+    # Stack mode reads the aggregates from Prometheus; embedded mode from the SQLite history.
+    app.include_router(dashboard_router(service, prometheus_url=service.config.settings.prometheus_url))
     return app
