@@ -558,6 +558,7 @@ class SettingsFile(_Strict):
 
     public_url: str = Field("http://127.0.0.1:9700", pattern=r"^https?://")
     prometheus_url: str | None = Field(None, pattern=r"^https?://")
+    analytics_url: str | None = Field(None, pattern=r"^https?://")
     alerting: AlertingSettings = AlertingSettings()
     influx: InfluxSettings | None = None
     reports: ReportsSettings = ReportsSettings()

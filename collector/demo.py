@@ -59,11 +59,13 @@ async def run_demo(
                 await analytics.start()
                 analytics_task = asyncio.create_task(worker.run(stop_analytics))
                 analytics_base = f"http://{analytics.host}:{analytics.port}"
+                service.analytics_url = analytics_base
                 analytics_line = f"  anomaly scores      {analytics_base}/metrics  {analytics_base}/api/analytics/anomalies"
         host, port = listen
         base = f"http://{host}:{port}"
         lines = [
             "flowprobe demo is running. Ctrl-C stops it.",
+            f"  status page         {base}/",
             f"  workflows (state)   {base}/api/workflows",
             f"  Prometheus metrics  {base}/metrics",
             f"  API docs            {base}/docs",

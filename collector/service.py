@@ -73,6 +73,8 @@ class Service:
         alert_database = self.config.database_url or f"sqlite:///{self.data_dir / 'alerts.sqlite3'}"
         self.alerts = AlertService(AlertStore(alert_database), settings=lambda: self.config.settings.alerting)
         self.reports = ReportScheduler.for_service(self)
+        # Where the status page gets anomaly scores (the demo sets its own worker's address).
+        self.analytics_url: str | None = self.config.settings.analytics_url
         self.scheduler = Scheduler(self._execute, on_missed=self.state.add_missed, on_lateness=self.state.lateness.observe)
         self.state.internal_errors = lambda: self.runner.internal_errors
         self.state.circuits = self.breakers.states
