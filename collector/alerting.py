@@ -26,13 +26,17 @@ Copies come back through the webhook like any alert; they carry
 
 Times (startsAt, silences, escalation due times) come from an injectable
 clock, so tests can move through the steps without waiting.
+
+``AlertService.listeners`` are called on the event loop with each alert that
+was created (fired) or changed status (acknowledged, resolved, escalated),
+right after the change is stored; the live updates (collector/live.py) use it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -177,6 +181,22 @@ class AlertService:
         self._task: asyncio.Task[None] | None = None
         # Acknowledged alerts not seen in Alertmanager, since when (see resolved_after_missing).
         self._missing_since: dict[int, datetime] = {}
+        # Called with each alert created or changed (fired, acknowledged, resolved, escalated).
+        self.listeners: list[Callable[[Alert], None]] = []
+
+    def _notify(self, alerts: Iterable[Alert]) -> None:
+        for alert in alerts:
+            for listener in list(self.listeners):
+                try:
+                    listener(alert)
+                except Exception:
+                    log.exception("alert listener failed")
+
+    def _created(self, notifications: Sequence[Notification], now: datetime) -> list[Alert]:
+        """The alerts that `receive` just created: the store returns only their count."""
+        firing = {(n.fingerprint, n.starts_at) for n in notifications if n.status == "firing"}
+        recent = self.store.find(status=Status.ACTIVE, limit=len(firing) + 100)
+        return sorted((a for a in recent if (a.fingerprint, a.starts_at) in firing and a.received_at == now), key=lambda a: a.id)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -253,7 +273,11 @@ class AlertService:
         """Record one webhook's alerts; copies we posted ourselves (escalated="true") are skipped."""
         self._require_ready()
         own = [n for n in notifications if n.labels.get(ESCALATED_LABEL) != "true"]
-        received = await asyncio.to_thread(self.store.receive, own, now=self.clock(), actor=WEBHOOK_ACTOR)
+        now = self.clock()
+        received = await asyncio.to_thread(self.store.receive, own, now=now, actor=WEBHOOK_ACTOR)
+        if self.listeners and received.created:
+            self._notify(await asyncio.to_thread(self._created, own, now))
+        self._notify(received.resolved)
         if received.resolved:
             await self._clean_up(received.resolved)
         return WebhookResult(received.created, received.updated, len(received.resolved), len(notifications) - len(own))
@@ -281,6 +305,7 @@ class AlertService:
                 await self._try(alertmanager.expire_silence(silence_id), "expire an unneeded silence", alert_id)
                 raise
             log.info("alert acknowledged", extra={"fields": {"alert_id": alert_id, "actor": actor, "silence_id": silence_id}})
+            self._notify([acknowledged])
             if acknowledged.escalation_open:
                 await self._end_escalation(alertmanager, acknowledged)
         return await asyncio.to_thread(self.store.get, alert_id)
@@ -289,6 +314,7 @@ class AlertService:
         self._require_ready()
         resolved = await asyncio.to_thread(self.store.resolve, alert_id, actor=actor, comment=comment, now=self.clock())
         log.info("alert resolved", extra={"fields": {"alert_id": alert_id, "actor": actor}})
+        self._notify([resolved])
         await self._clean_up([resolved])
         return await asyncio.to_thread(self.store.get, alert_id)
 
@@ -402,6 +428,7 @@ class AlertService:
                 continue
             del self._missing_since[alert.id]
             log.info("acknowledged alert resolved in Alertmanager", extra={"fields": {"alert_id": alert.id, "alertname": alert.alertname}})
+            self._notify([resolved])
             await self._clean_up([resolved])
 
     async def _escalate_if_due(self, alert: Alert, settings: AlertingSettings) -> Alert:
@@ -421,6 +448,7 @@ class AlertService:
             # Acknowledged, resolved or escalated elsewhere since the list was read.
             return await asyncio.to_thread(self.store.get, alert.id)
         log.info("alert escalated", extra={"fields": {"alert_id": alert.id, "alertname": alert.alertname, "to": reached[-1][0], "escalation_level": escalated.escalation_level}})
+        self._notify([escalated])
         return escalated
 
 

@@ -16,6 +16,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYP
 
 from collector.alert_api import alert_router
 from collector.dashboard_api import dashboard_router
+from collector.live import live_router
 from collector.metrics import VERSION
 from collector.page import page_router
 from collector.report import reports_router
@@ -120,6 +121,7 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(reports_router(service))
     # Stack mode reads the aggregates from Prometheus; embedded mode from the SQLite history.
     app.include_router(dashboard_router(service, prometheus_url=service.config.settings.prometheus_url))
+    app.include_router(live_router(service, hub=service.live))
     # The status page at /; its anomaly badges come through the collector from the analytics worker.
     app.include_router(page_router(analytics_url=service.analytics_url))
     return app

@@ -27,6 +27,7 @@ from collector.alerting import AlertService
 from collector.alertstore import AlertStore
 from collector.config import Config, ConfigError, Schedule, Workflow, load_config
 from collector.engine import AiohttpEngine, Engine
+from collector.live import LiveHub
 from collector.log import log_run
 from collector.metrics import MetricsRenderer, State, new_registry
 from collector.report import ReportScheduler
@@ -73,6 +74,7 @@ class Service:
         alert_database = self.config.database_url or f"sqlite:///{self.data_dir / 'alerts.sqlite3'}"
         self.alerts = AlertService(AlertStore(alert_database), settings=lambda: self.config.settings.alerting)
         self.reports = ReportScheduler.for_service(self)
+        self.live = LiveHub(self)  # WebSocket and SSE clients of the API
         # Where the status page gets anomaly scores (the demo sets its own worker's address).
         self.analytics_url: str | None = self.config.settings.analytics_url
         self.scheduler = Scheduler(self._execute, on_missed=self.state.add_missed, on_lateness=self.state.lateness.observe)
@@ -189,6 +191,7 @@ class Service:
             self.state.restore(result, streaks.get(pair))
         await self.alerts.start()
         self.reports.start()
+        self.live.attach()
         self.scheduler.start()
         self.ready = True
         log.info(
@@ -198,6 +201,7 @@ class Service:
 
     async def stop(self) -> None:
         self.ready = False
+        self.live.close()  # end the live streams, or the API server would wait on them
         cancelled = await self.scheduler.shutdown(self.grace)
         if cancelled:
             log.warning("runs cancelled at the end of the grace period", extra={"fields": {"cancelled": cancelled}})
