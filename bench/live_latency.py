@@ -266,16 +266,17 @@ class Setup:
 
 
 def _build_app(service: Any, setup: Setup) -> tuple[Any, Any]:
-    """The collector's app with the live router; the bench's own hub unless the app wires one already."""
+    """The collector's app as `flowprobe run` serves it, with the bench's queue bound and heartbeat on its live hub."""
     from collector.api import create_app
     from collector.live import LiveHub, live_router
 
     app = create_app(service)
-    if any(getattr(route, "path", "") == WS_PATH for route in app.routes):
-        return app, None
-    hub = LiveHub(service, heartbeat=setup.heartbeat, queue_size=setup.queue_size)
-    hub.attach()
-    app.include_router(live_router(service, hub))
+    hub = getattr(service, "live", None)
+    if hub is None or not any(getattr(route, "path", "") == WS_PATH for route in app.routes):  # an API without the live router
+        hub = LiveHub(service)
+        app.include_router(live_router(service, hub))
+    hub.queue_size, hub.heartbeat = setup.queue_size, setup.heartbeat
+    hub.attach()  # the service attaches its own at start; twice is once
     return app, hub
 
 

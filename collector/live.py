@@ -15,7 +15,8 @@ Endpoints
 - ``GET /api/monitoring/events``: the same messages as Server-Sent Events,
   ``event: <type>\\ndata: <the same JSON object>\\n\\n``, subscribed with the
   same query parameters (repeat them, or separate values with commas).
-  Heartbeats are SSE comments (``: ping <unix time>``).
+  Heartbeats are SSE comments (``: ping <unix time>``); the stream opens
+  with ``retry: 2000`` (reconnect after 2 s).
 
 Message contract (a user contract: the status page is built on it)
 -------------------------------------------------------------------
@@ -38,7 +39,8 @@ Every message is a JSON object with ``"type"``; times are unix seconds.
     capture, or null.
 ``state``
     The status of a (workflow, env) pair changed: ``{workflow, env, status,
-    previous}``. Sent after the ``run`` that changed it.
+    previous}``. Sent after the ``run`` that changed it; ``previous`` is
+    ``unknown`` at a pair's first run.
 ``alert``
     An alert fired or changed status: ``{id, alertname, workflow, env,
     severity, status}``; ``status`` is ACTIVE, ACKNOWLEDGED, ESCALATED or
@@ -123,6 +125,13 @@ _SSE_CHUNK = 64 * 1024
 # The ticker's period at most: how soon a stopping service ends the streams
 # (an open SSE stream would hold uvicorn's shutdown) and a dead client is found.
 _TICK = 1.0
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def pair_status(pair_state: PairState, workflow: Workflow | None) -> str:
@@ -379,6 +388,7 @@ class LiveHub:
             self._call(client, client.drop, "closed")
 
     def stats(self) -> dict[str, Any]:
+        """Clients connected; clients dropped by why (slow, dead, closed at shutdown); events made by type."""
         return {"clients": len(self._clients), "dropped": dict(self.dropped), "events": dict(self.events)}
 
     # ------------------------------------------------------------ sources
@@ -454,17 +464,18 @@ class LiveHub:
         if not clients:
             return
         text = _dumps({"type": kind, **fields})
+        running = _running_loop()
         for client in clients:
-            self._call(client, client.offer, kind, text, workflow, env)
+            if client.loop is running:
+                client.offer(kind, text, workflow, env)
+            else:
+                with contextlib.suppress(RuntimeError):  # its loop is closed: the client is gone
+                    client.loop.call_soon_threadsafe(client.offer, kind, text, workflow, env)
 
     @staticmethod
     def _call(client: _Client, method: Any, *args: Any) -> None:
         """Run `method` on the client's loop: at once when we are on it, else scheduled there."""
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is client.loop:
+        if _running_loop() is client.loop:
             method(*args)
             return
         with contextlib.suppress(RuntimeError):  # its loop is closed: the client is gone

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -25,25 +26,7 @@ from tests.helpers import PROBE_EMAIL, PROBE_PASSWORD, WORKFLOWS, fast_copy, fre
 
 pytestmark = pytest.mark.e2e
 websockets_client = pytest.importorskip("websockets.sync.client", reason="uvicorn serves WebSockets with the websockets package")
-
-# `flowprobe run`, with the live router added to its app unless the API has it already.
-RUN_WITH_LIVE = """
-import sys
-import collector.api
-from collector.live import live_router
-
-plain = collector.api.create_app
-
-def create_app(service):
-    app = plain(service)
-    if not any(getattr(route, "path", "") == "/api/monitoring/websocket" for route in app.routes):
-        app.include_router(live_router(service))
-    return app
-
-collector.api.create_app = create_app
-from collector.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+ConnectionClosed = pytest.importorskip("websockets.exceptions").ConnectionClosed
 
 
 @pytest.fixture
@@ -60,13 +43,17 @@ def messages(ws: Any, until: float) -> Iterator[dict[str, Any]]:
             return
 
 
-def test_a_failing_run_reaches_a_websocket_client_within_2_s(tmp_path: Path, target: str) -> None:
+def collector(tmp_path: Path, target: str) -> tuple[list[str], str, Path]:
+    """`flowprobe run` over the shipped workflows (every second) in prod: its arguments, address and log."""
     config = fast_copy(tmp_path / "workflows")
-    port = free_port()
-    base = f"127.0.0.1:{port}"
-    args = [sys.executable, "-c", RUN_WITH_LIVE, "run", "--config", str(config), "--env", "prod", "--listen", base,
+    base = f"127.0.0.1:{free_port()}"
+    args = [sys.executable, "-m", "collector.cli", "run", "--config", str(config), "--env", "prod", "--listen", base,
             "--data-dir", str(tmp_path / "data"), "--grace", "5", "--no-watch"]
-    log = tmp_path / "collector.log"
+    return args, base, tmp_path / "collector.log"
+
+
+def test_a_failing_run_reaches_a_websocket_client_within_2_s(tmp_path: Path, target: str) -> None:
+    args, base, log = collector(tmp_path, target)
     with running_process(args, env=probe_environment({"prod": target}), log=log):
         wait_until(lambda: httpx.get(f"http://{base}/readyz", timeout=2).status_code == 200, what="collector ready")
         with websockets_client.connect(f"ws://{base}/api/monitoring/websocket?env=prod&workflow=health-check", open_timeout=5) as ws:
@@ -95,6 +82,27 @@ def test_a_failing_run_reaches_a_websocket_client_within_2_s(tmp_path: Path, tar
             assert [what for what, _ in seen] == ["run", "state up->down"], (seen, log.read_text()[-3000:])
             # Runs every second, one retry 200 ms later: a failing run is recorded about 1.2 s after the change at most.
             assert seen[0][1] < 2.0, seen
+
+
+def test_sigterm_ends_the_live_streams_and_the_collector_exits(tmp_path: Path, target: str) -> None:
+    args, base, log = collector(tmp_path, target)
+    with running_process(args, env=probe_environment({"prod": target}), log=log) as process:
+        wait_until(lambda: httpx.get(f"http://{base}/readyz", timeout=2).status_code == 200, what="collector ready")
+        with websockets_client.connect(f"ws://{base}/api/monitoring/websocket", open_timeout=5) as ws, \
+                httpx.stream("GET", f"http://{base}/api/monitoring/events", timeout=10) as sse:
+            assert json.loads(ws.recv(timeout=5))["type"] == "snapshot"
+            lines = sse.iter_lines()
+            assert next(line for line in lines if line.startswith("event: ")) == "event: snapshot"
+            stopped = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    ws.recv(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code in (1001, 1012)  # ours, or uvicorn's shutdown
+            for _ in lines:  # the SSE response ends rather than holding the server's shutdown
+                pass
+            assert process.wait(timeout=15) == 0, log.read_text()[-3000:]
+            assert time.monotonic() - stopped < 10
 
 
 PADDING = "x" * 2000
