@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -192,6 +193,9 @@ class Service:
         await self.alerts.start()
         self.reports.start()
         self.live.attach()
+        # Everything built so far lives as long as the process: keep it out of the
+        # collector's full collections, which otherwise pause the loop (and the probes).
+        gc.freeze()
         self.scheduler.start()
         self.ready = True
         log.info(
@@ -257,7 +261,9 @@ class ApiServer:
 
     def __init__(self, app: object, host: str, port: int) -> None:
         self.host, self.port = host, port
-        self.server = _Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off"))  # type: ignore[arg-type]
+        # Live messages are small and go to every client: per-message deflate would cost more than it saves.
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off", ws_per_message_deflate=False)
+        self.server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
