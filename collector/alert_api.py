@@ -13,16 +13,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, WithJsonSchema
 
+from collector.errors import ErrorRoute, describe_validation
 from collector.alerting import AlertingUnavailable, AlertmanagerError, AlertService
 from collector.alertstore import Alert, AlertEvent, InvalidTransition, Notification, Status, UnknownAlert
 from collector.auth import READ, WEBHOOK, WRITE, Principal, TokenAuth
@@ -176,42 +174,8 @@ class ErrorOut(BaseModel):
 # ---------------------------------------------------------------- errors
 
 
-def _describe(errors: Sequence[Mapping[str, Any]]) -> str:
-    parts = []
-    for error in errors[:5]:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid")))
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return "; ".join(parts) + more
-
-
-def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
-
-
-class _AlertRoute(APIRoute):
-    """Turns every failure into the API's {"error": ...} shape, whatever app the router is in."""
-
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except HTTPException as exc:
-                return _error(exc.status_code, str(exc.detail), exc.headers)
-            except RequestValidationError as exc:
-                return _error(422, _describe(exc.errors()))
-            except UnknownAlert as exc:
-                return _error(404, str(exc))
-            except InvalidTransition as exc:
-                return _error(409, str(exc))
-            except AlertmanagerError as exc:
-                return _error(502, str(exc))
-            except AlertingUnavailable as exc:
-                return _error(503, str(exc))
-
-        return route
+class _AlertRoute(ErrorRoute):
+    statuses = {UnknownAlert: 404, InvalidTransition: 409, AlertmanagerError: 502, AlertingUnavailable: 503}
 
 
 async def _parse(request: Request, model: type[M], what: str) -> M:
@@ -224,7 +188,7 @@ async def _parse(request: Request, model: type[M], what: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise HTTPException(422, f"invalid {what}: {_describe(exc.errors(include_url=False, include_input=False))}") from None
+        raise HTTPException(422, f"invalid {what}: {describe_validation(exc.errors(include_url=False, include_input=False))}") from None
 
 
 def _inline(schema: Any, defs: Mapping[str, Any]) -> Any:

@@ -29,20 +29,18 @@ import gzip
 import json
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from fastapi.routing import APIRoute
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from collector.alert_api import AlertOut
 from collector.alerting import AlertingUnavailable
 from collector.alertstore import Status
 from collector.auth import READ, Principal, TokenAuth
+from collector.errors import ErrorRoute
 from collector.dashboard import Dashboard, decode_cursor, encode_cursor, parse_time, totals
 from collector.export import FORMATS, encode, metric_pages, run_pages
 
@@ -236,25 +234,13 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 # ---------------------------------------------------------------- plumbing
 
 
-class _DashboardRoute(APIRoute):
-    """Every failure as ``{"error": ...}``, whatever app includes the router."""
+class _DashboardRoute(ErrorRoute):
+    # sqlite3.Error: the history is locked past the busy timeout, or the file went away.
+    statuses = {sqlite3.Error: 503}
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except HTTPException as exc:
-                return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=dict(exc.headers or {}))
-            except RequestValidationError as exc:
-                parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()[:5]]
-                return JSONResponse({"error": "; ".join(parts)}, status_code=422)
-            except sqlite3.Error as exc:  # locked past the busy timeout, or the file went away
-                log.warning("cannot read the run history", exc_info=True)
-                return JSONResponse({"error": f"cannot read the run history: {exc}"}, status_code=503)
-
-        return route
+    def message(self, exc: Exception, status: int) -> str:
+        log.warning("cannot read the run history", exc_info=exc)
+        return f"cannot read the run history: {exc}"
 
 
 def _json(body: Any, *, status_code: int = 200) -> Response:
