@@ -31,7 +31,9 @@ from collector.engine import HttpxEngine
 from collector.export import METRIC_COLUMNS, RUN_COLUMNS, encode, metric_pages, run_pages
 from collector.result import RunResult
 from collector.service import Service
-from tests.helpers import WORKFLOWS, probe_environment
+from tests.helpers import WORKFLOWS
+
+pytestmark = pytest.mark.usefixtures("offline_environments")
 
 NOW = float(int(time.time()))  # the history prunes by real time: stay near it
 MIN, HOUR, DAY = 60.0, 3600.0, 86400.0
@@ -40,13 +42,6 @@ MIN, HOUR, DAY = 60.0, 3600.0, 86400.0
 def run(workflow: str, env: str, ago: float, outcome: str = "success", duration: float = 0.1, **fields: Any) -> RunResult:
     result = RunResult(workflow, env, fields.pop("run_id", f"{workflow}-{env}-{ago:g}"), NOW - ago, outcome, duration, **fields)  # type: ignore[arg-type]
     return result
-
-
-@pytest.fixture(autouse=True)
-def environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    urls = {"prod": "http://prod.test", "staging": "http://staging.test", "dev": "http://dev.test"}
-    for name, value in probe_environment(urls).items():
-        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture

@@ -24,7 +24,9 @@ from collector.engine import HttpxEngine
 from collector.export import METRIC_COLUMNS, RUN_COLUMNS
 from collector.result import RunResult
 from collector.service import Service
-from tests.helpers import WORKFLOWS, probe_environment, serve_in_thread
+from tests.helpers import WORKFLOWS, serve_in_thread
+
+pytestmark = pytest.mark.usefixtures("offline_environments")
 
 NOW = float(int(time.time()))
 MIN, HOUR, DAY = 60.0, 3600.0, 86400.0
@@ -49,13 +51,6 @@ RUNS = [
     # three runs that started at the same instant: pagination must not lose one
     *[run(wf, "staging", HOUR, "success", 0.1) for wf in ("registration", "farm-creation", "order-placement")],
 ]
-
-
-@pytest.fixture(autouse=True)
-def environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    urls = {"prod": "http://prod.test", "staging": "http://staging.test", "dev": "http://dev.test"}
-    for name, value in probe_environment(urls).items():
-        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
@@ -327,6 +322,7 @@ def test_export_json_and_metrics(client: TestClient) -> None:
         ({"since": "2024-05-02T00:00:00Z", "until": "2024-05-01T00:00:00Z"}, 422, "since is after until"),
     ],
 )
+
 def test_export_refuses_bad_parameters(client: TestClient, params: dict[str, Any], status: int, message: str) -> None:
     assert message in error(client.get("/api/monitoring/export", params=params), status)
 

@@ -28,18 +28,14 @@ from collector.metrics import PairState
 from collector.result import RunResult
 from collector.service import Service
 from collector.target import create_app as create_target
-from tests.helpers import PROBE_EMAIL, PROBE_PASSWORD, WORKFLOWS, probe_environment
+from tests.helpers import PROBE_EMAIL, PROBE_PASSWORD, WORKFLOWS
+
+pytestmark = pytest.mark.usefixtures("offline_environments")
 
 TARGET = "http://prod.test"
 WS = "/api/monitoring/websocket"
 SSE = "/api/monitoring/events"
 SIX = ["farm-creation", "health-check", "order-placement", "product-listing", "registration", "user-login"]
-
-
-@pytest.fixture(autouse=True)
-def environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in probe_environment({"prod": TARGET, "staging": "http://staging.test", "dev": "http://dev.test"}).items():
-        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
@@ -136,6 +132,7 @@ def result(outcome: str, *, duration: float = 0.1, flaky: bool = False) -> RunRe
         (None, result("skipped"), "skipped"),
     ],
 )
+
 def test_pair_status_words(success: int | None, last: RunResult | None, expected: str) -> None:
     workflow = load_config(WORKFLOWS).workflows["user-login"]
     assert pair_status(PairState(success=success, last_result=last), workflow) == expected

@@ -15,15 +15,11 @@ from collector.engine import HttpxEngine
 from collector.scheduler import Shard
 from collector.service import Service
 from collector.target import create_app as create_target
-from tests.helpers import PROBE_EMAIL, PROBE_PASSWORD, WORKFLOWS, probe_environment
+from tests.helpers import PROBE_EMAIL, PROBE_PASSWORD, WORKFLOWS
+
+pytestmark = pytest.mark.usefixtures("offline_environments")
 
 TARGET = "http://prod.test"
-
-
-@pytest.fixture(autouse=True)
-def environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in probe_environment({"prod": TARGET, "staging": "http://staging.test", "dev": "http://dev.test"}).items():
-        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
