@@ -43,6 +43,7 @@ __all__ = [
     "HistorySource",
     "Point",
     "PrometheusSource",
+    "Run",
     "SeriesKey",
     "Source",
     "SourceError",
@@ -71,6 +72,37 @@ class Point:
         return (self.workflow, self.env, self.signal)
 
 
+@dataclass(frozen=True)
+class Run:
+    """One run of a (workflow, env), as the failure predictor and the pattern finder see it.
+
+    From the history each run is one `Run`. From Prometheus a `Run` stands for
+    what one step of the range saw: ``outcome`` is ``failure`` if any run in
+    it failed, and ``failed_step``/``reason`` come from
+    ``flowprobe_workflow_failure_info``.
+    """
+
+    workflow: str
+    env: str
+    t: float  # unix time the run started
+    duration: float  # seconds, retries included
+    outcome: str  # success, failure, error or skipped
+    failed_step: str | None = None
+    reason: str | None = None  # status, assertion, timeout, connect, tls, capture
+    attempts: int = 1
+    flaky: bool = False  # passed only after a retry
+    hosts: tuple[str, ...] = ()  # the target hosts its steps reached, when known
+    skip_reason: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in ("failure", "error")
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return (self.workflow, self.env)
+
+
 class SourceError(Exception):
     """The source could not be read this time: logged, counted and tried again at the next interval."""
 
@@ -80,6 +112,9 @@ class Source(Protocol):
 
     async def read(self) -> list[Point]:
         """The points that arrived since the last read, oldest first within each series."""
+
+    def take_runs(self) -> list[Run]:
+        """The runs read since the last call, oldest first within each pair; the list is emptied."""
 
     def resume(self, after: float) -> None:
         """Skip what lies at or before `after` (unix time): a restarted worker has already learned it."""
@@ -119,6 +154,11 @@ class HistorySource:
         self.busy_timeout = busy_timeout
         self._rowid = 0
         self._outcomes: dict[tuple[str, str], deque[int]] = {}
+        self._runs: list[Run] = []
+
+    def take_runs(self) -> list[Run]:
+        runs, self._runs = self._runs, []
+        return runs
 
     def resume(self, after: float) -> None:
         # Nothing to skip here: the previous runs are needed for the error window.
@@ -173,6 +213,22 @@ class HistorySource:
             cursor = chunk[-1][0]
 
     def _points(self, workflow: str, env: str, started_at: float, duration: float, outcome: str, data: str) -> list[Point]:
+        try:
+            run = json.loads(data)
+            if not isinstance(run, dict):
+                raise TypeError("a run is not an object")
+        except (ValueError, TypeError) as exc:
+            log.warning("a run of %s in %s is unreadable: %s", workflow, env, exc)
+            run = {}
+        self._runs.append(
+            Run(
+                workflow, env, float(started_at), float(duration), outcome,
+                failed_step=run.get("failed_step"), reason=run.get("reason"),
+                attempts=int(run.get("attempts") or 1), flaky=bool(run.get("flaky")),
+                hosts=tuple(sorted({str(s["host"]) for s in run.get("steps") or [] if isinstance(s, dict) and s.get("host")})),
+                skip_reason=run.get("skip_reason"),
+            )
+        )
         if outcome == "skipped":  # not a run of the target: no latency, and no part of the failure ratio
             return []
         outcomes = self._outcomes.setdefault((workflow, env), deque(maxlen=self.error_window))
@@ -182,7 +238,7 @@ class HistorySource:
             Point(workflow, env, ERROR_RATE, started_at, sum(outcomes) / len(outcomes)),
         ]
         try:
-            steps = json.loads(data).get("steps") or []
+            steps = run.get("steps") or []
             points.extend(
                 Point(workflow, env, STEP_PREFIX + str(step["name"]), started_at, float(step["duration"]))
                 for step in steps

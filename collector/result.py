@@ -40,6 +40,7 @@ class StepResult:
     message: str = ""
     cert_not_after: float | None = None
     started_at: float | None = None  # unix time the step's (last) request began; None if never sent
+    host: str | None = None  # host:port the request went to (the circuit-breaker key); None if never sent
 
     @property
     def reason(self) -> Reason | None:

@@ -211,7 +211,7 @@ class Runner:
         self.breakers.before_request(target)
         budget = min(spec.timeout, deadline - self.clock())
         started = self.clock()
-        result = StepResult(step.name, "success", started_at=self.wall_clock())
+        result = StepResult(step.name, "success", started_at=self.wall_clock(), host=target)
         try:
             async with asyncio.timeout(budget):
                 response = await session.send(request)
