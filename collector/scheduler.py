@@ -7,15 +7,20 @@
 - APScheduler drops coalesced and overlapping runs silently, so each pair
   counts the fire times that came due against the runs it made; the
   difference is ``flowprobe_runs_missed_total``.
-- ``--shard i/N`` keeps the pairs whose stable hash modulo N is i.
+- ``--shard i/N`` keeps the pairs that jump consistent hash (Lamping and
+  Veach, arXiv:1406.2294) puts in bucket i of N, keyed by a 64-bit stable
+  hash of the pair. Going from N to N+1 collectors moves only the 1/(N+1) of
+  the pairs the new collector must take, all onto it, none between the old
+  ones; modulo N moved about N/(N+1) of them. The buckets are numbered, so
+  grow and shrink at the end: N-1 is the collector to add or take away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -26,21 +31,39 @@ from apscheduler.triggers.interval import IntervalTrigger
 from collector.config import Schedule
 from collector.cron import crontab_trigger
 
-__all__ = ["Scheduler", "Shard", "pair_hash"]
+__all__ = ["Scheduler", "Shard", "jump_hash", "pair_hash"]
 
 log = logging.getLogger("flowprobe.scheduler")
 
 Pair = tuple[str, str]
 UTC = dt.timezone.utc
+_MASK64 = (1 << 64) - 1
 
 
 def pair_hash(pair: Pair) -> int:
-    """Stable across processes and Python versions (unlike hash())."""
-    return zlib.crc32(f"{pair[0]}\x00{pair[1]}".encode())
+    """A 64-bit hash of the pair, stable across processes and Python versions (unlike hash())."""
+    return int.from_bytes(hashlib.blake2b(f"{pair[0]}\x00{pair[1]}".encode(), digest_size=8).digest(), "big")
+
+
+def jump_hash(key: int, buckets: int) -> int:
+    """The bucket in [0, buckets) of a 64-bit key, by jump consistent hash.
+
+    The paper's C++ in Python: a linear congruential generator seeded with the
+    key picks the next bucket the key would jump to as buckets are added; the
+    last jump below `buckets` is the answer. O(log buckets), no table.
+    """
+    bucket, jump = -1, 0
+    while jump < buckets:
+        bucket = jump
+        key = (key * 2862933555777941757 + 1) & _MASK64
+        jump = int((bucket + 1) * (float(1 << 31) / float((key >> 33) + 1)))
+    return bucket
 
 
 @dataclass(frozen=True)
 class Shard:
+    """The i-th of N consistent-hash shares of the (workflow, env) pairs; 0/1 owns every pair."""
+
     index: int = 0
     count: int = 1
 
@@ -55,7 +78,7 @@ class Shard:
         return cls(index, count)
 
     def owns(self, pair: Pair) -> bool:
-        return pair_hash(pair) % self.count == self.index
+        return jump_hash(pair_hash(pair), self.count) == self.index
 
 
 class _DueCounter:
