@@ -292,6 +292,7 @@ class PrometheusSource:
         self._client = client or httpx.AsyncClient(timeout=timeout)
         self._own_client = client is None
         self._cursor = self._align(clock() - lookback)
+        self._runs: list[Run] = []
         self.queries: dict[str, str] = {
             LATENCY: _ratio("flowprobe_workflow_duration_seconds_sum", "workflow, env", window),
             ERROR_RATE: (
@@ -300,6 +301,24 @@ class PrometheusSource:
             ),
             STEP_PREFIX: _ratio("flowprobe_step_duration_seconds_sum", "workflow, env, step", window),
         }
+
+    def _run_queries(self) -> dict[str, str]:
+        # What each counter gained since the previous step: exact counts per step, whatever the scrape
+        # interval (a range as short as one step may hold a single sample, where increase() gives nothing).
+        # A counter reset gives a negative difference, clamped to nothing.
+        def gained(metric: str, by: str) -> str:
+            return f"sum by ({by}) (clamp_min({metric} - {metric} offset {self.step:g}s, 0))"
+
+        return {
+            "runs": gained("flowprobe_workflow_runs_total", "workflow, env, result"),
+            "failure": "max by (workflow, env, step, reason) (flowprobe_workflow_failure_info)",
+            "retries": gained("flowprobe_workflow_retries_total", "workflow, env"),
+            "flaky": gained("flowprobe_workflow_flaky_total", "workflow, env"),
+        }
+
+    def take_runs(self) -> list[Run]:
+        runs, self._runs = self._runs, []
+        return runs
 
     def _align(self, t: float) -> float:
         # Steps on a fixed grid, so a series' points line up from one read to the next.
@@ -331,8 +350,46 @@ class PrometheusSource:
                     x = float(value)
                     if math.isfinite(x):
                         points.append(Point(workflow, env, name, float(t), x))
+        runs = await self._read_runs(start, end, points)
         self._cursor = end  # only once every query answered: a failed read is asked again whole
+        self._runs.extend(runs)
         return points
+
+    async def _read_runs(self, start: float, end: float, points: list[Point]) -> list[Run]:
+        """One `Run` per step of the range in which a pair ran: failed if any run in it failed."""
+        answers = {name: await self._query_range(query, start, end) for name, query in self._run_queries().items()}
+        counts: dict[tuple[str, str, float], dict[str, float]] = {}
+        for name, series_list in answers.items():
+            for series in series_list:
+                labels = series.get("metric", {})
+                workflow, env = labels.get("workflow"), labels.get("env")
+                if not workflow or not env:
+                    continue
+                for t, value in series.get("values", []):
+                    x = float(value)
+                    if not math.isfinite(x):
+                        continue
+                    slot = counts.setdefault((workflow, env, float(t)), {})
+                    if name == "runs":
+                        slot[labels.get("result", "")] = slot.get(labels.get("result", ""), 0.0) + x
+                    elif name == "failure":
+                        slot["step=" + labels.get("step", "")] = x
+                        slot["reason=" + labels.get("reason", "")] = x
+                    else:
+                        slot[name] = x
+        latency = {(p.workflow, p.env, p.t): p.value for p in points if p.signal == LATENCY}
+        runs = []
+        for (workflow, env, t), slot in sorted(counts.items(), key=lambda item: item[0][2]):
+            failed = slot.get("failure", 0.0) + slot.get("error", 0.0)
+            ran = failed + slot.get("success", 0.0)
+            if ran + slot.get("skipped", 0.0) < 0.5:
+                continue  # no run in this step
+            outcome = "failure" if failed >= 0.5 else "success" if ran >= 0.5 else "skipped"
+            step = next((k[5:] for k in slot if k.startswith("step=")), None) if outcome == "failure" else None
+            reason = next((k[7:] for k in slot if k.startswith("reason=")), None) if outcome == "failure" else None
+            runs.append(Run(workflow, env, t, latency.get((workflow, env, t), 0.0), outcome, failed_step=step, reason=reason,
+                            attempts=1 + round(slot.get("retries", 0.0) / max(ran, 1.0)), flaky=slot.get("flaky", 0.0) >= 0.5))
+        return runs
 
     async def _query_range(self, query: str, start: float, end: float) -> list[dict[str, Any]]:
         params = {"query": query, "start": repr(start), "end": repr(end), "step": repr(self.step)}

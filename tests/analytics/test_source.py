@@ -74,7 +74,18 @@ def test_history_gives_latency_error_rate_and_steps_of_each_run_while_the_collec
     assert {p.signal for p in points} == {"latency", "error_rate", "step:login", "step:list-products", "step:place-order", "step:health"}
     assert all(p.t != T0 + 120 for p in points), "a skipped run is no point of any signal"
 
+    runs = source.take_runs()
+    assert [(r.pair, r.t, r.outcome) for r in runs] == [
+        (("order-placement", "prod"), T0, "success"), (("order-placement", "prod"), T0 + 60, "failure"),
+        (("health-check", "staging"), T0 + 1, "success"), (("order-placement", "prod"), T0 + 120, "skipped"),
+    ], "every run, skipped ones too, in the order written"
+    failed = runs[1]
+    assert failed.failed and (failed.failed_step, failed.reason, failed.duration) == ("place-order", "status", 0.90)
+    assert runs[3].skip_reason == "dependency" and not runs[3].failed
+    assert source.take_runs() == [], "taken once"
+
     assert read(source) == [], "a second read gives only what is new"
+    assert source.take_runs() == []
     for i in range(3):
         store.add(run("order-placement", "prod", T0 + 180 + 60 * i, 0.3))
     store.flush()
@@ -285,13 +296,19 @@ def test_a_real_prometheus_gives_the_three_signals_and_a_dead_one_an_error(tmp_p
         with running_process(args, log=tmp_path / "prometheus.log"):
             wait_until(lambda: httpx.get(f"{url}/-/ready", timeout=1).status_code == 200, timeout=15, what="Prometheus to be ready")
             signals = {"latency", "error_rate", "step:login"}
-            found = asyncio.run(poll(PrometheusSource(url, step=1.0, lookback=30, settle=0), signals, timeout=15))
+            source = PrometheusSource(url, step=1.0, lookback=30, settle=0)
+            found = asyncio.run(poll(source, signals, timeout=15))
             assert set(found) == signals, (tmp_path / "prometheus.log").read_text()
         assert exposition.scrapes >= 2
     assert {(p.workflow, p.env) for points in found.values() for p in points} == {("order-placement", "prod")}
     assert found["latency"][-1].value == pytest.approx(0.2)
     assert found["error_rate"][-1].value == pytest.approx(0.5), "failed runs over runs not skipped"
     assert found["step:login"][-1].value == pytest.approx(0.05)
+    # Half the runs of every step fail: each step of the range with runs in it is one failed Run.
+    runs = [r for r in source.take_runs() if r.outcome != "skipped"]
+    assert runs and all(r.pair == ("order-placement", "prod") and r.failed for r in runs)
+    latencies = {p.t: p.value for p in found["latency"]}
+    assert any(r.t in latencies and r.duration == pytest.approx(0.2) for r in runs), "a Run carries the step's mean latency"
     times = [p.t for p in found["latency"]]
     assert times == sorted(set(times)) and all(t == int(t) for t in times), "one point per step of the range, never twice"
 
