@@ -123,7 +123,8 @@ _ALERT_PAGE = 500
 _ALERT_LOOKBACK = timedelta(days=7)
 _SLOWEST_STEPS = 10
 _TIMELINE_BUCKET: dict[Period, int] = {"daily": 3600, "weekly": 86400, "monthly": 86400}
-_ALERT_NOT_INCIDENT = "FlowprobeCertificateExpiring"  # collector.rules.CERT: a warning ahead of time, not an outage
+# collector.rules CERT and PREDICTED: warnings ahead of time, not outages (FlowprobeAnomalyDetected is severity info).
+_ALERTS_NOT_INCIDENTS = frozenset({"FlowprobeCertificateExpiring", "FlowprobeFailurePredicted"})
 
 
 class ReportError(Exception):
@@ -384,7 +385,7 @@ def _alerts_of(store: AlertStore, env: str, since: datetime) -> list[Alert]:
 def _alert_incidents(alerts: Iterable[Alert], workflows: set[str], start: datetime, end: datetime) -> list[Incident]:
     incidents = []
     for alert in alerts:
-        if alert.workflow not in workflows or alert.severity == "info" or alert.alertname == _ALERT_NOT_INCIDENT:
+        if alert.workflow not in workflows or alert.severity == "info" or alert.alertname in _ALERTS_NOT_INCIDENTS:
             continue
         ended = alert.ends_at or alert.resolved_at
         if alert.starts_at >= end or (ended is not None and ended <= start):

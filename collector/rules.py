@@ -38,6 +38,13 @@ Why these expressions:
   history and dashboards, and the breach alert follows if it lasts).
 - **Certificates** warn ``cert_expiry`` before the earliest expiry seen,
   with ``for: 10m`` so one odd scrape does not open a ticket.
+- **Analytics** (the worker's gauges, ANALYTICS.md): ``FlowprobeAnomalyDetected``
+  while ``flowprobe_anomaly`` of the latency or error-rate signal stays 1 for
+  10m (severity ``info``: "slower than usual" is a heads-up, not a page; step
+  signals are on the dashboards but would make one alert per step), and
+  ``FlowprobeFailurePredicted`` while ``flowprobe_failure_probability`` stays
+  at or above ``FAILURE_PROBABILITY_ALERT`` for 5m (severity ``warning``).
+  Both are absent, and so quiet, where no analytics worker runs.
 
 Every alert carries ``severity``, ``workflow`` (also set by the rule, so no
 two workflows' rules look alike to promtool's lint), ``env``, the workflow's
@@ -117,9 +124,16 @@ LATENCY = "FlowprobeLatencySLOBreached"
 DEGRADED = "FlowprobeWorkflowDegraded"
 BURN = "FlowprobeErrorBudgetBurn"
 CERT = "FlowprobeCertificateExpiring"
+ANOMALY = "FlowprobeAnomalyDetected"
+PREDICTED = "FlowprobeFailurePredicted"
 LATENCY_FOR = 10  # minutes
 DEGRADED_FOR = 5
 CERT_FOR = 10
+ANOMALY_FOR = 10
+PREDICTED_FOR = 5
+# flowprobe_failure_probability at which FlowprobeFailurePredicted fires: the predictor's alert
+# threshold, at which bench/prediction_eval.py reports its precision and recall (ANALYTICS.md).
+FAILURE_PROBABILITY_ALERT = 0.5
 
 
 @dataclass(frozen=True)
@@ -325,6 +339,7 @@ class _Context:
             text = text.replace("{{ $labels.env }}", env).replace("{{ $value }}", value)
             text = text.replace("{{ $value | humanizeDuration }}", value)
             text = _IF_STEP.sub(lambda m: m.group(1) if step else m.group(2), text)
+            text = text.replace("{{ $labels.signal }}", series_labels.get("signal", ""))
             return text.replace("{{ $labels.step }}", step or "").replace("{{ $labels.reason }}", reason or "")
 
         labels = {**rule.labels, "workflow": self.name, "env": env, **series_labels}
@@ -712,6 +727,75 @@ class _CertScenario(_Scenario):
         return []
 
 
+# ---------------------------------------------------------------- analytics
+
+
+def _analytics(ctx: _Context) -> tuple[list[_Rule], list[_Scenario]]:
+    name, sel = ctx.name, ctx.selector
+    anomaly = _Rule(
+        ANOMALY,
+        f'flowprobe_anomaly{{workflow="{name}", signal=~"latency|error_rate"}} == 1',
+        ANOMALY_FOR,
+        ctx.labels("info"),
+        ctx.annotations(
+            f"{name} in {{{{ $labels.env }}}} is unusual ({{{{ $labels.signal }}}})",
+            f"The analytics worker has scored the {{{{ $labels.signal }}}} of {name} in {{{{ $labels.env }}}} as anomalous "
+            f"for {ANOMALY_FOR}m: it is far from what this pair usually does (flowprobe_anomaly_score).",
+        ),
+    )
+    predicted = _Rule(
+        PREDICTED,
+        f"flowprobe_failure_probability{sel} >= {_num(FAILURE_PROBABILITY_ALERT)}",
+        PREDICTED_FOR,
+        ctx.labels("warning"),
+        ctx.annotations(
+            f"{name} in {{{{ $labels.env }}}} is likely to fail soon",
+            f"The analytics worker gives {name} in {{{{ $labels.env }}}} a probability of {{{{ $value }}}} to fail "
+            f"within its next runs (alert at {_num(FAILURE_PROBABILITY_ALERT)}).",
+        ),
+    )
+    return [anomaly, predicted], [
+        _GaugeScenario(ctx, anomaly, "flowprobe_anomaly", {"signal": "latency"}, 1, ANOMALY_FOR),
+        _GaugeScenario(ctx, predicted, "flowprobe_failure_probability", {}, 0.75, PREDICTED_FOR),
+    ]
+
+
+@dataclass
+class _GaugeScenario(_Scenario):
+    """A gauge at 0 for 5 minutes, at `high` for `hold` + 5, then 0 again; a step signal stays high and quiet."""
+
+    ctx: _Context
+    rule: _Rule
+    metric: str
+    extra: dict[str, str]
+    high: float
+    hold: int
+    QUIET: ClassVar[int] = 5
+
+    @property
+    def alert(self) -> str:
+        return self.rule.alert
+
+    def value(self, minute: int) -> float:
+        return self.high if self.QUIET < minute <= self.QUIET + self.hold + 5 else 0
+
+    def series(self, end: int) -> dict[str, list[Sample]]:
+        pair = {"workflow": self.ctx.name, "env": self.ctx.env}
+        series = {_series(self.metric, {**pair, **self.extra}): [self.value(m) for m in range(end + 1)]}
+        if self.extra:  # the same value on a step signal: no alert for it
+            series[_series(self.metric, {**pair, "signal": f"step:{self.ctx.workflow.steps[0].name}"})] = [self.value(m) for m in range(end + 1)]
+        return series
+
+    def checkpoints(self) -> list[int]:
+        start = self.QUIET + 1
+        return [self.QUIET, start + self.hold - 1, start + self.hold, self.QUIET + self.hold + 5, self.QUIET + self.hold + 6]
+
+    def firing(self, minute: int) -> list[_Expected]:
+        if self.QUIET + 1 + self.hold <= minute <= self.QUIET + self.hold + 5:
+            return [self.ctx.expected(self.rule, self.ctx.env, _num(self.high), **self.extra)]
+        return []
+
+
 # ---------------------------------------------------------------- the files
 
 
@@ -752,6 +836,7 @@ def generate(config: Config, *, rules_path: Path, tests_path: Path) -> Generated
         if settings.availability_slo is not None:
             parts.append(_burn(ctx, settings.availability_slo, warnings))
         parts.append(_cert(ctx))
+        parts.append(_analytics(ctx))
         groups.append({"name": f"flowprobe.workflow.{name}", "rules": [rule.document() for rules, _ in parts for rule in rules]})
         scenarios += [scenario for _, tests in parts for scenario in tests]
     titles = {
@@ -760,6 +845,8 @@ def generate(config: Config, *, rules_path: Path, tests_path: Path) -> Generated
         DEGRADED: f"passing, with p95 over 5m above each latency_slo for {DEGRADED_FOR}m",
         BURN: "each availability_slo, every burn-rate window",
         CERT: f"each cert_expiry before expiry, for {CERT_FOR}m",
+        ANOMALY: f"the latency anomaly flag for {ANOMALY_FOR}m (a step signal stays quiet)",
+        PREDICTED: f"failure probability at or above {_num(FAILURE_PROBABILITY_ALERT)} for {PREDICTED_FOR}m",
     }
     tests = [group for alert, title in titles.items() for group in _test_groups(alert, title, [s for s in scenarios if s.alert == alert])]
     rule_file = Path(os.path.relpath(Path(rules_path).absolute(), Path(tests_path).absolute().parent)).as_posix()

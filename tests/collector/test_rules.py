@@ -106,7 +106,7 @@ def test_rules_writes_both_files_and_check_then_passes(tmp_path: Path, capsys: p
     assert f"DRIFT: {rules} is missing" in capsys.readouterr().out
     assert _rules(WORKFLOWS, rules, tests, check=False) == 0
     out = capsys.readouterr().out
-    assert f"wrote {rules} (6 workflow group(s), 34 alerting rule(s), 9 recording rule(s))" in out
+    assert f"wrote {rules} (6 workflow group(s), 46 alerting rule(s), 9 recording rule(s))" in out
     assert yaml.safe_load(tests.read_text())["rule_files"] == ["../rules/x.rules.yml"]
     assert rules.read_text() == RULES.read_text()
     assert _rules(WORKFLOWS, rules, tests) == 0
@@ -151,7 +151,8 @@ def test_every_alert_carries_the_contract_labels_and_annotations() -> None:
     names = {(r["labels"]["workflow"], r["alert"], r["labels"].get("window")) for r in rules}
     for name, workflow in config.workflows.items():
         alert = workflow.alert
-        expected = {(name, "FlowprobeWorkflowFailing", None), (name, "FlowprobeCertificateExpiring", None)}
+        expected = {(name, "FlowprobeWorkflowFailing", None), (name, "FlowprobeCertificateExpiring", None),
+                    (name, "FlowprobeAnomalyDetected", None), (name, "FlowprobeFailurePredicted", None)}
         if alert.latency_slo is not None:
             expected |= {(name, "FlowprobeLatencySLOBreached", None), (name, "FlowprobeWorkflowDegraded", None)}
         if alert.availability_slo is not None:
@@ -160,7 +161,7 @@ def test_every_alert_carries_the_contract_labels_and_annotations() -> None:
     for rule in rules:
         labels, workflow = rule["labels"], config.workflows[rule["labels"]["workflow"]]
         assert labels["severity"] in ("critical", "warning", "info")
-        assert f'{{workflow="{workflow.name}"}}' in rule["expr"]
+        assert f'{{workflow="{workflow.name}"' in rule["expr"]
         assert workflow.labels.items() <= labels.items()
         assert labels.get("dependencies") == ("," + ",".join(sorted(workflow.depends_on)) + "," if workflow.depends_on else None)
         assert set(rule["annotations"]) == ANNOTATIONS
@@ -193,10 +194,16 @@ def test_no_secrets_or_target_urls_in_the_generated_files() -> None:
 # ---------------------------------------------------------------- the generator
 
 
-def test_a_workflow_without_slos_gets_only_the_failing_and_certificate_alerts(tmp_path: Path) -> None:
+def test_a_workflow_without_slos_gets_the_failing_certificate_and_analytics_alerts(tmp_path: Path) -> None:
     config = _synthetic(tmp_path, {"plain": "alert: {severity: warning, after_failures: 2}"})
     rules = _alert_rules(_generate(config).rules)
-    assert [r["alert"] for r in rules] == ["FlowprobeWorkflowFailing", "FlowprobeCertificateExpiring"]
+    assert [r["alert"] for r in rules] == ["FlowprobeWorkflowFailing", "FlowprobeCertificateExpiring",
+                                           "FlowprobeAnomalyDetected", "FlowprobeFailurePredicted"]
+    anomaly, predicted = rules[2:]
+    assert anomaly["expr"] == 'flowprobe_anomaly{workflow="plain", signal=~"latency|error_rate"} == 1'
+    assert (anomaly["for"], anomaly["labels"]["severity"]) == ("10m", "info")
+    assert predicted["expr"] == 'flowprobe_failure_probability{workflow="plain"} >= 0.5'
+    assert (predicted["for"], predicted["labels"]["severity"]) == ("5m", "warning")
     assert rules[0]["labels"] == {"severity": "warning", "workflow": "plain"}  # no dependencies, no static labels
     assert rules[1]["expr"] == 'flowprobe_ssl_earliest_cert_expiry{workflow="plain"} - time() < 1209600'
     assert rules[1]["for"] == "10m" and rules[1]["labels"]["severity"] == "warning"
