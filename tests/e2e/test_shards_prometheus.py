@@ -1,15 +1,20 @@
-"""Two collectors with `--shard 0/2` and `--shard 1/2`, one real Prometheus scraping both.
+"""Two collectors with `--shard 0/2` and `--shard 1/2` under the two topologies of DEPLOYMENT.md.
 
-PromQL over both instances sees every (workflow, env) pair of the shipped
-workflows exactly once: configured once (`flowprobe_workflow_info`), run once
-(`flowprobe_workflow_runs_total`), and on the collector its shard names.
+- One real Prometheus server scrapes both collectors.
+- A Prometheus agent scrapes both and remote-writes into VictoriaMetrics,
+  which is queried with PromQL as Mimir, Thanos or a VictoriaMetrics cluster would be.
+
+Either way, PromQL over both instances sees every (workflow, env) pair of the
+shipped workflows exactly once: configured once (`flowprobe_workflow_info`),
+run once (`flowprobe_workflow_runs_total`), and on the collector its shard names.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,79 +42,100 @@ ENVS = ("prod", "staging", "dev")
 SHARDS = 2
 
 
-def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=5)
-    response.raise_for_status()
-    return list(response.json()["data"]["result"])
+@dataclass(frozen=True)
+class Shards:
+    addresses: list[str]  # host:port of collector i, the --shard i/2
+    pairs: set[Pair]  # every (workflow, env) of the config they share
+    logs: Path
+
+    def scrape_config(self) -> str:
+        static = ", ".join(f"'{address}'" for address in self.addresses)
+        return f"scrape_configs:\n  - job_name: flowprobe\n    static_configs: [{{targets: [{static}]}}]\n"
+
+    def tails(self) -> str:
+        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}" for log in sorted(self.logs.glob("*.log")))
 
 
-def per_pair(prometheus: str, expr: str) -> dict[Pair, float]:
-    """The value of `expr` for each (workflow, env) pair it returns."""
-    return {(r["metric"]["workflow"], r["metric"]["env"]): float(r["value"][1]) for r in query(prometheus, expr)}
-
-
-def both_up(prometheus: str) -> set[str] | None:
-    """The instances Prometheus scrapes, once it has scraped every collector successfully."""
-    up = {r["metric"]["instance"]: r["value"][1] for r in query(prometheus, 'up{job="flowprobe"}')}
-    return set(up) if len(up) == SHARDS and set(up.values()) == {"1"} else None
-
-
-@pytest.fixture
-def targets() -> Iterator[dict[str, str]]:
-    """One demo target per environment, so the environments' runs do not share a shop."""
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shards]:
+    """Two collectors, one shard each, against one demo target per environment (so no two share a shop)."""
+    tmp = tmp_path_factory.mktemp("shards")
+    config = fast_copy(tmp / "workflows", every="2s")
     with ExitStack() as stack:
-        yield {env: stack.enter_context(serve_in_thread(create_app(demo_email=PROBE_EMAIL, demo_password=PROBE_PASSWORD)))
-               for env in ENVS}
-
-
-def test_every_pair_is_run_by_exactly_one_of_two_shards(tmp_path: Path, targets: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    prometheus = require_binary("prometheus")
-    config = fast_copy(tmp_path / "workflows", every="2s")
-    env = probe_environment(targets)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    every_pair = {(workflow.name, e) for workflow, e in load_config(config).pairs()}
-    assert len(every_pair) == 18  # 6 workflows x 3 environments
-
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(SHARDS)]
-    prom_url = f"http://127.0.0.1:{free_port()}"
-    static = ", ".join(f"'{address}'" for address in addresses)
-    (tmp_path / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs:\n  - job_name: flowprobe\n    static_configs: [{{targets: [{static}]}}]\n"
-    )
-    with ExitStack() as stack:
+        targets = {env: stack.enter_context(serve_in_thread(create_app(demo_email=PROBE_EMAIL, demo_password=PROBE_PASSWORD)))
+                   for env in ENVS}
+        env = probe_environment(targets)
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(name, value)
+            pairs = {(workflow.name, e) for workflow, e in load_config(config).pairs()}
+        assert len(pairs) == 18  # 6 workflows x 3 environments
+        addresses = [f"127.0.0.1:{free_port()}" for _ in range(SHARDS)]
         for index, address in enumerate(addresses):
             args = [sys.executable, "-m", "collector.cli", "run", "--config", str(config), "--shard", f"{index}/{SHARDS}",
-                    "--listen", address, "--data-dir", str(tmp_path / f"data-{index}"), "--grace", "1", "--no-watch"]
-            stack.enter_context(running_process(args, env=env, log=tmp_path / f"collector-{index}.log"))
-        prom_args = [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                     f"--web.listen-address={prom_url.removeprefix('http://')}"]
-        stack.enter_context(running_process(prom_args, log=tmp_path / "prometheus.log"))
+                    "--listen", address, "--data-dir", str(tmp / f"data-{index}"), "--grace", "1", "--no-watch"]
+            stack.enter_context(running_process(args, env=env, log=tmp / f"collector-{index}.log"))
+        yield Shards(addresses, pairs, tmp)
 
-        def logs() -> str:
-            return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}" for log in sorted(tmp_path.glob("*.log")))
 
-        try:
-            instances = wait_until(lambda: both_up(prom_url), timeout=30, interval=0.25, what="Prometheus to scrape both collectors")
-            # Every pair has run somewhere: the union of the shards is complete...
-            wait_until(lambda: set(per_pair(prom_url, "count by (workflow, env) (flowprobe_workflow_runs_total)")) == every_pair,
-                       timeout=30, interval=0.25, what="runs of every pair in Prometheus")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{logs()}") from None
+def querier(url: str) -> Callable[[str], list[dict[str, Any]]]:
+    """Instant PromQL queries against the Prometheus HTTP API at `url` (Prometheus or VictoriaMetrics)."""
 
-        # ...and no pair is configured or run by both collectors.
-        configured = per_pair(prom_url, "count by (workflow, env) (flowprobe_workflow_info)")
-        assert configured == dict.fromkeys(every_pair, 1.0), logs()
-        instances_running = per_pair(prom_url, "count by (workflow, env) (group by (workflow, env, instance) (flowprobe_workflow_runs_total))")
-        assert instances_running == dict.fromkeys(every_pair, 1.0), logs()
-        assert query(prom_url, "sum(flowprobe_workflow_info)")[0]["value"][1] == str(len(every_pair))
+    def query(expr: str) -> list[dict[str, Any]]:
+        response = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=5)
+        response.raise_for_status()
+        return list(response.json()["data"]["result"])
 
-        # Each collector runs exactly the pairs its --shard names, and both have some.
-        assert instances == set(addresses)
-        by_instance: dict[str, set[Pair]] = {address: set() for address in addresses}
-        for series in query(prom_url, "group by (instance, workflow, env) (flowprobe_workflow_runs_total)"):
-            by_instance[series["metric"]["instance"]].add((series["metric"]["workflow"], series["metric"]["env"]))
-        for index, address in enumerate(addresses):
-            assert by_instance[address] == {pair for pair in every_pair if Shard(index, SHARDS).owns(pair)}
-            assert by_instance[address], f"shard {index}/{SHARDS} got no pair"
+    return query
+
+
+def assert_every_pair_once(shards: Shards, query: Callable[[str], list[dict[str, Any]]]) -> None:
+    def per_pair(expr: str) -> dict[Pair, float]:
+        return {(r["metric"]["workflow"], r["metric"]["env"]): float(r["value"][1]) for r in query(expr)}
+
+    try:
+        # Every pair has run somewhere: the union of the shards is complete...
+        wait_until(lambda: set(per_pair("count by (workflow, env) (flowprobe_workflow_runs_total)")) == shards.pairs,
+                   timeout=40, interval=0.25, what="runs of every pair")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{shards.tails()}") from None
+
+    # ...and no pair is configured or run by both collectors.
+    assert per_pair("count by (workflow, env) (flowprobe_workflow_info)") == dict.fromkeys(shards.pairs, 1.0), shards.tails()
+    running = per_pair("count by (workflow, env) (count by (workflow, env, instance) (flowprobe_workflow_runs_total))")
+    assert running == dict.fromkeys(shards.pairs, 1.0), shards.tails()
+
+    # Each collector runs exactly the pairs its --shard names, and both have some.
+    by_instance: dict[str, set[Pair]] = {}
+    for series in query("count by (instance, workflow, env) (flowprobe_workflow_runs_total)"):
+        by_instance.setdefault(series["metric"]["instance"], set()).add((series["metric"]["workflow"], series["metric"]["env"]))
+    assert set(by_instance) == set(shards.addresses)
+    for index, address in enumerate(shards.addresses):
+        assert by_instance[address] == {pair for pair in shards.pairs if Shard(index, SHARDS).owns(pair)}
+        assert by_instance[address], f"shard {index}/{SHARDS} got no pair"
+
+
+def test_one_prometheus_scraping_both_shards_sees_every_pair_once(shards: Shards, tmp_path: Path) -> None:
+    prometheus = require_binary("prometheus")
+    url = f"http://127.0.0.1:{free_port()}"
+    (tmp_path / "prometheus.yml").write_text("global: {scrape_interval: 1s}\n" + shards.scrape_config())
+    args = [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address={url.removeprefix('http://')}"]
+    with running_process(args, log=shards.logs / "prometheus.log"):
+        assert_every_pair_once(shards, querier(url))
+
+
+def test_a_prometheus_agent_remote_writing_both_shards_sees_every_pair_once(shards: Shards, tmp_path: Path) -> None:
+    prometheus, victoria = require_binary("prometheus"), require_binary("victoria-metrics")
+    vm = f"http://127.0.0.1:{free_port()}"
+    vm_args = [victoria, f"-httpListenAddr={vm.removeprefix('http://')}", f"-storageDataPath={tmp_path / 'vm'}",
+               "-search.latencyOffset=0s", "-search.disableCache"]
+    # Agent mode: scrape and remote-write, no local queries (Prometheus 2.x flag; 3.x spells it --agent).
+    (tmp_path / "agent.yml").write_text(
+        "global: {scrape_interval: 1s}\n" + shards.scrape_config() + f"remote_write:\n  - url: {vm}/api/v1/write\n"
+    )
+    agent_args = [prometheus, "--enable-feature=agent", f"--config.file={tmp_path / 'agent.yml'}",
+                  f"--storage.agent.path={tmp_path / 'agent'}", f"--web.listen-address=127.0.0.1:{free_port()}"]
+    with running_process(vm_args, log=shards.logs / "victoria-metrics.log"), running_process(agent_args, log=shards.logs / "agent.log"):
+        wait_until(lambda: httpx.get(f"{vm}/health", timeout=1).text.strip() == "OK", timeout=15, what="VictoriaMetrics")
+        assert_every_pair_once(shards, querier(vm))
