@@ -1,4 +1,6 @@
-"""The systemd units in deploy/systemd: valid, hardened, and running what the CLI accepts.
+"""The systemd units in deploy/systemd and the configurations DEPLOYMENT.md shows.
+
+Units: valid, hardened, and running what the CLI accepts.
 
 - `systemd-analyze verify` accepts each unit with no warning, and
   `systemd-analyze security --offline` rates its exposure OK (skipped where
@@ -12,6 +14,13 @@
 - MemoryDenyWriteExecute=yes is safe: the collector, a PDF report and the
   analytics worker run in processes where the kernel refuses writable memory
   that is executable (prctl PR_SET_MDWE, the kernel's own form of the setting).
+
+DEPLOYMENT.md: its Prometheus server and agent configurations (with the
+file_sd targets they read) pass `promtool check config`, its rules
+`promtool check rules`; every `flowprobe` command in it, the Kubernetes
+StatefulSet's included, parses with the real CLI and the shards cover 0..N-1;
+every flag given to prometheus or alertmanager is one the installed binary
+has; the unit settings and the exposure figure it quotes are the units'.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from collector.cli import _parser
 from collector.scheduler import Shard
@@ -43,6 +53,7 @@ from tests.helpers import (
 )
 
 UNITS = REPO / "deploy" / "systemd"
+DEPLOYMENT = REPO / "DEPLOYMENT.md"
 COLLECTOR, ANALYTICS = "flowprobe.service", "flowprobe-analytics.service"
 INSTALLED = "/opt/flowprobe/bin/flowprobe"  # where the units expect the virtual environment's entry point
 FLOWPROBE = Path(sys.executable).parent / "flowprobe"  # the one installed here, by pip install -e .
@@ -112,6 +123,9 @@ def test_systemd_analyze_security_rates_the_exposure_ok(name: str) -> None:
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", rated.stdout)
     assert match, rated.stdout + rated.stderr
     assert rated.returncode == 0 and float(match[1]) <= 2.0, rated.stdout[-3000:]
+    if name == COLLECTOR:  # the figure DEPLOYMENT.md quotes
+        quoted = re.search(r"`systemd-analyze security` rates\s+it (\d+\.\d+)", DEPLOYMENT.read_text())
+        assert quoted and quoted[1] == match[1], f"DEPLOYMENT.md quotes {quoted and quoted[1]}, systemd-analyze says {match[1]}"
 
 
 # ---------------------------------------------------------------- the settings
@@ -223,3 +237,108 @@ def test_flowprobe_runs_with_writable_memory_never_executable(tmp_path: Path) ->
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{(tmp_path / 'analytics.log').read_text(errors='replace')[-3000:]}") from None
         assert process.poll() is None
+
+
+# ---------------------------------------------------------------- DEPLOYMENT.md
+
+
+def fenced(lang: str) -> list[str]:
+    return [m.group(1) for m in re.finditer(rf"^```{lang}\n(.*?)^```", DEPLOYMENT.read_text(), re.M | re.S)]
+
+
+def yaml_blocks(first_line: str) -> list[str]:
+    """The ```yaml blocks whose first line is `first_line` (the file they stand for)."""
+    return [block for block in fenced("yaml") if block.partition("\n")[0].strip() == first_line]
+
+
+def shell_lines(program: str) -> list[list[str]]:
+    """The command lines of the ```sh blocks that run `program`, as argv."""
+    return [shlex.split(line) for block in fenced("sh") for line in block.splitlines() if line.startswith(f"{program} ")]
+
+
+def knows_kubernetes_sd(promtool: str, tmp_path: Path) -> bool:
+    """Debian builds Prometheus without the Kubernetes service discovery; upstream's binaries have it."""
+    probe = tmp_path / "kubernetes-sd.yml"
+    probe.write_text("scrape_configs: [{job_name: k, kubernetes_sd_configs: [{role: pod}]}]\n")
+    return subprocess.run([promtool, "check", "config", str(probe)], capture_output=True, timeout=60).returncode == 0
+
+
+def without_kubernetes_sd(block: str) -> str:
+    """The configuration with its kubernetes_sd_configs left out (their role checked here), the rest for promtool."""
+    config = yaml.safe_load(block)
+    for scrape in config.get("scrape_configs", []):
+        for sd in scrape.pop("kubernetes_sd_configs", []):
+            assert sd["role"] in {"node", "pod", "service", "endpoints", "endpointslice", "ingress"}, sd
+    return yaml.safe_dump(config)
+
+
+def test_deployment_md_prometheus_configurations_pass_promtool(tmp_path: Path) -> None:
+    promtool = require_binary("promtool")
+    # The file_sd targets files go where the configurations look for them, so promtool checks them too.
+    targets = [block for block in fenced("yaml") if block.startswith("# targets/")]
+    for block in targets:
+        path = tmp_path / block.partition("\n")[0].removeprefix("# ")
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(block)
+    checks = [(block, []) for block in yaml_blocks("# prometheus.yml")] + [(block, ["--agent"]) for block in yaml_blocks("# prometheus-agent.yml")]
+    assert targets and len(checks) >= 7, "the static, file_sd, Kubernetes and HA configurations, and one agent per store"
+    kubernetes_sd = knows_kubernetes_sd(promtool, tmp_path)
+    for index, (block, flags) in enumerate(checks):
+        config = tmp_path / f"prometheus-{index}.yml"
+        config.write_text(block if kubernetes_sd else without_kubernetes_sd(block))
+        checked = subprocess.run([promtool, "check", "config", *flags, str(config)], capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0, f"{block}\n{checked.stdout}{checked.stderr}"
+    assert {bool(yaml.safe_load(block).get("remote_write")) for block, flags in checks if flags} == {True}, "every agent writes somewhere"
+
+    rules = [block for block in fenced("yaml") if block.startswith("# rules/")]
+    assert rules
+    for index, block in enumerate(rules):
+        path = tmp_path / f"rules-{index}.yml"
+        path.write_text(block)
+        checked = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0, f"{block}\n{checked.stdout}{checked.stderr}"
+
+
+def test_deployment_md_flowprobe_commands_parse_and_their_shards_cover_every_index() -> None:
+    commands = shell_lines("flowprobe")
+    assert commands
+    shards = [args.shard for args in (_parser().parse_args(argv[1:]) for argv in commands) if args.command == "run"]
+    count = shards[0].count
+    assert sorted(shards, key=lambda shard: shard.index) == [Shard(i, count) for i in range(count)]
+
+    (statefulset,) = [yaml.safe_load(block) for block in fenced("yaml") if block.startswith("# kubernetes:")]
+    replicas = statefulset["spec"]["replicas"]
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    (pod_index,) = [e for e in container["env"] if e["name"] == "POD_INDEX"]
+    assert pod_index["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    parsed = [_parser().parse_args([arg.replace("$(POD_INDEX)", str(i)) for arg in container["args"]]) for i in range(replicas)]
+    assert [args.shard for args in parsed] == [Shard(i, replicas) for i in range(replicas)], "replicas and the /N must agree"
+    assert {args.listen[1] for args in parsed} == {port["containerPort"] for port in container["ports"]}
+
+
+@pytest.mark.parametrize(("program", "binary"), [("prometheus", "prometheus"), ("alertmanager", "prometheus-alertmanager")])
+def test_deployment_md_gives_servers_only_flags_they_have(program: str, binary: str) -> None:
+    commands = shell_lines(program)
+    assert commands, f"no {program} command in DEPLOYMENT.md"
+    helped = subprocess.run([require_binary(binary), "--help"], capture_output=True, text=True, timeout=30)
+    known = set(re.findall(r"--([\w.-]+)", helped.stdout + helped.stderr))
+    for argv in commands:
+        flags = {arg[2:].partition("=")[0] for arg in argv[1:] if arg.startswith("--")}
+        assert flags and flags <= known, f"{program} has no {sorted(flags - known)}"
+
+
+def test_deployment_md_quotes_the_units_and_their_environment_file() -> None:
+    text = DEPLOYMENT.read_text()
+    units = [load(COLLECTOR), load(ANALYTICS)]
+    settings = {key: values for unit in units for section in unit.values() for key, values in section.items()}
+    quoted = re.findall(r"`([A-Z]\w+)=([^`\s]+)`", text)
+    checked = [(key, value) for key, value in quoted if key in settings]
+    assert len(checked) >= 5
+    for key, value in checked:
+        assert value in settings[key], f"DEPLOYMENT.md says {key}={value}; the units have {settings[key]}"
+
+    (env_file,) = [block for block in fenced("sh") if block.startswith("# /etc/flowprobe/flowprobe.env")]
+    assert one(units[0], "EnvironmentFile").lstrip("-") == "/etc/flowprobe/flowprobe.env"
+    names = {line.partition("=")[0] for line in env_file.splitlines()[1:] if line.strip()}
+    secrets = set(re.findall(r"\{env: (\w+)\}", (WORKFLOWS / "environments.yaml").read_text()))
+    assert names <= set(environment(units[0])) | secrets, "each variable is a unit setting or a secret the workflows read"
