@@ -156,6 +156,9 @@ def test_the_only_writable_path_is_where_the_command_writes(name: str, option: s
     assert getattr(args, option) == state, f"{name}: --{option.replace('_', '-')} must be {state}, the one writable path"
     assert Path(one(unit, "WorkingDirectory")) == state, "relative paths in the config land where writes are allowed"
     assert set(unit["Service"].get("ReadWritePaths", [])) <= {str(state)}, "nothing else is writable"
+    # But a cache that may be lost: fontconfig's, which XDG_CACHE_HOME points into.
+    caches = [Path("/var/cache") / name for name in unit["Service"].get("CacheDirectory", [])]
+    assert [Path(environment(unit)["XDG_CACHE_HOME"])] == caches if caches else "XDG_CACHE_HOME" not in environment(unit)
 
 
 def test_the_collector_reloads_on_sighup_and_stops_within_its_grace() -> None:
