@@ -9,6 +9,13 @@ engine over any httpx transport, so step logic is unit-tested with
 Each run opens a `Session`: a fresh connection and cookie jar, reused across
 that run's steps, as one new user would. What is costly to build (SSL
 contexts, DNS answers, the trace config) is shared by the `Engine`.
+
+A response body is read up to ``max_body`` bytes (after decompression;
+`MAX_BODY_BYTES` unless the engine is given another): a target sending a
+huge or endless body fails the step with reason ``assertion`` (the response
+came, and was not acceptable) instead of filling the collector's memory. A
+Content-Length over the cap fails before any of the body is read. A slow
+endless body is cut by the runner's deadline like any other hang.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from typing import Any, Literal, Protocol
@@ -34,6 +41,7 @@ __all__ = [
     "Engine",
     "EngineError",
     "HttpxEngine",
+    "MAX_BODY_BYTES",
     "OutgoingRequest",
     "PHASES",
     "Response",
@@ -41,11 +49,14 @@ __all__ = [
 ]
 
 PHASES = ("connect", "tls", "request", "first_byte", "transfer")
-FailureKind = Literal["connect", "tls", "status"]
+FailureKind = Literal["connect", "tls", "status", "assertion"]
+# The largest response body read into memory; a bigger one fails the step (see the module docstring).
+MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
 class EngineError(Exception):
-    """A request that got no response: the reason is one of connect, tls, status (redirect loops)."""
+    """A request that got no usable response: connect, tls, status (redirect loops),
+    assertion (a body over the engine's size cap)."""
 
     def __init__(self, reason: FailureKind, message: str) -> None:
         super().__init__(message)
@@ -267,6 +278,29 @@ def _peer_not_after(transport: Any) -> float | None:
     return _not_after(der) if der else None
 
 
+def _size(limit: int) -> str:
+    mib = limit / (1024 * 1024)
+    return f"{mib:g} MiB" if mib >= 1 and mib == int(mib) else f"{limit} bytes"
+
+
+async def _read_body(chunks: AsyncIterator[bytes], headers: Mapping[str, str], status: int, limit: int) -> bytes:
+    """The body from `chunks`, or EngineError("assertion") as soon as it passes `limit` bytes.
+
+    A declared Content-Length over the limit fails at once; it is trusted only
+    without a Content-Encoding (compressed, it says nothing of the decoded size)."""
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit and headers.get("content-encoding", "identity").lower() == "identity":
+        raise EngineError("assertion", f"response body over the limit of {_size(limit)}: HTTP {status} with Content-Length {declared}")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise EngineError("assertion", f"response body over the limit of {_size(limit)}: HTTP {status} sent more")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def _cookies(set_cookie: list[str]) -> dict[str, str]:
     jar: SimpleCookie = SimpleCookie()
     for header in set_cookie:
@@ -279,6 +313,7 @@ def _cookies(set_cookie: list[str]) -> dict[str, str]:
 
 class _AiohttpSession:
     def __init__(self, engine: AiohttpEngine) -> None:
+        self._max_body = engine.max_body
         self._connector = _TimedConnector(resolver=engine.resolver, use_dns_cache=False, limit=0, enable_cleanup_closed=False)
         self._session = aiohttp.ClientSession(
             connector=self._connector,
@@ -313,11 +348,12 @@ class _AiohttpSession:
             ) as response:
                 headers_at = time.perf_counter()
                 cert_not_after = self._connector.not_after.get((response.url.raw_host, response.url.port))
-                body = await response.read()
+                headers = {k.lower(): v for k, v in response.headers.items()}
+                body = await _read_body(response.content.iter_any(), headers, response.status, self._max_body)
                 done = time.perf_counter()
                 return Response(
                     status=response.status,
-                    headers={k.lower(): v for k, v in response.headers.items()},
+                    headers=headers,
                     body=body,
                     cookies=_cookies(response.headers.getall("Set-Cookie", [])),
                     duration=done - started,
@@ -356,8 +392,9 @@ def _first_line(exc: BaseException) -> str:
 class AiohttpEngine:
     """The production engine."""
 
-    def __init__(self, *, user_agent: str = "flowprobe/0.1") -> None:
+    def __init__(self, *, user_agent: str = "flowprobe/0.1", max_body: int = MAX_BODY_BYTES) -> None:
         self.user_agent = user_agent
+        self.max_body = max_body
         self.trace_config = _trace_config()
         self.resolver = _CachingResolver()
 
@@ -373,6 +410,7 @@ class AiohttpEngine:
 
 class _HttpxSession:
     def __init__(self, engine: HttpxEngine) -> None:
+        self._max_body = engine.max_body
         self._client = httpx.AsyncClient(
             # Closing the session closes the transport's pool: the next run connects
             # afresh, as with aiohttp; httpx pools reopen on the next request.
@@ -391,13 +429,13 @@ class _HttpxSession:
                 raise httpx.InvalidURL(f"not an absolute http(s) URL: {request.url}")
             # Merged into the URL's own query, as aiohttp does: httpx's `params=` would replace it.
             url = url.copy_merge_params(dict(request.query)) if request.query else url
-            response = await self._client.request(
-                request.method,
-                url,
-                headers=dict(request.headers),
-                follow_redirects=request.follow_redirects,
-                **kwargs,
-            )
+            outgoing = self._client.build_request(request.method, url, headers=dict(request.headers), **kwargs)
+            response = await self._client.send(outgoing, follow_redirects=request.follow_redirects, stream=True)
+            try:
+                headers = {k.lower(): v for k, v in response.headers.items()}
+                body = await _read_body(response.aiter_bytes(), headers, response.status_code, self._max_body)
+            finally:
+                await response.aclose()
         except httpx.TooManyRedirects:
             raise EngineError("status", "too many redirects") from None
         except httpx.InvalidURL as exc:
@@ -412,8 +450,8 @@ class _HttpxSession:
         phases = dict.fromkeys(PHASES, 0.0) | {"first_byte": duration}
         return Response(
             status=response.status_code,
-            headers={k.lower(): v for k, v in response.headers.items()},
-            body=response.content,
+            headers=headers,
+            body=body,
             cookies=dict(response.cookies.items()),
             duration=duration,
             phases=phases,
@@ -426,9 +464,10 @@ class _HttpxSession:
 class HttpxEngine:
     """Runs steps over any httpx transport: MockTransport in unit tests, ASGITransport in-process."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport, *, user_agent: str = "flowprobe/0.1") -> None:
+    def __init__(self, transport: httpx.AsyncBaseTransport, *, user_agent: str = "flowprobe/0.1", max_body: int = MAX_BODY_BYTES) -> None:
         self.transport = transport
         self.user_agent = user_agent
+        self.max_body = max_body
 
     def session(self) -> Session:
         return _HttpxSession(self)
