@@ -219,7 +219,7 @@ class State:
         the failing step carry on rather than restart from zero."""
         pair = self.pairs.get((result.workflow, result.env))
         if pair is not None and pair.last_result is None:
-            pair.last_result, pair.last_run = result, result.started_at
+            pair.last_result, pair.last_run = result, result.started_at + result.duration  # when it finished, as record() sets it
             pair.success = int(result.outcome == "success") if result.outcome != "skipped" else pair.success
             if streak is not None:
                 count, step, reason = streak

@@ -179,5 +179,7 @@ def test_a_restart_resumes_the_failure_streak() -> None:
     state.restore(run("failure"), (4, "order", "status"))
     assert registry.get_sample_value("flowprobe_workflow_consecutive_failures", labels) == 4
     assert registry.get_sample_value("flowprobe_workflow_failure_info", {**labels, "step": "order", "reason": "status"}) == 1
+    # When the restored run finished, as record() sets it: a restart does not move the gauge back by a run's duration.
+    assert registry.get_sample_value("flowprobe_workflow_last_run_timestamp_seconds", labels) == 1700000000.0 + 0.25
     state.record(run("failure"))
     assert registry.get_sample_value("flowprobe_workflow_consecutive_failures", labels) == 5
