@@ -20,12 +20,18 @@ class Statistic(Protocol):
 
 
 class EnsembleScorer:
-    """max over members of ratio = statistic / its own 99th percentile; score = gate(ratio / (ratio + 1)).
+    """max over members of ratio = statistic / its own high quantile; score = gate(ratio / (ratio + 1)).
 
     Default members: the robust z of the value (spikes), of the step from the
     previous value (sudden jumps in a noisy series) and of the 3-point mean
-    (level shifts); `seasonal=True` adds the hour-of-week z. A ratio of 1 (as
-    unusual as the 1-in-100 deviation of the last 2000 points) scores 0.5.
+    (level shifts); `seasonal=True` adds the hour-of-week z. Each member is
+    calibrated on its own last 2000 values at its quantile in `q`: the value
+    at the 99.8th percentile (a lone outlier that recurs a few times in 2000
+    points, as GC pauses or periodic batch jobs do, is learned as normal), the
+    step and the mean at the 99th. A ratio of 1 scores 0.5. The onset gate's
+    peak halves in about 350 points. Measured on both benches (NAB and the
+    domain set, three seeds) against a 99th percentile for every member and a
+    700-point half-life: the same NAB score, a better window F1 on both.
     Deterministic, so `seed` is accepted only for a uniform signature.
 
     `score_one` does not change the detector; `learn_one` reuses the work of a
@@ -40,7 +46,7 @@ class EnsembleScorer:
     ...     scores.append(d.score_one(x))
     ...     d.learn_one(x)
     >>> [(i, round(s, 2)) for i, s in enumerate(scores) if s >= 0.65]  # the shift, then quiet
-    [(1200, 0.77), (1201, 0.78), (1202, 0.84)]
+    [(1200, 0.75), (1201, 0.78), (1202, 0.84)]
     """
 
     def __init__(
@@ -49,9 +55,9 @@ class EnsembleScorer:
         *,
         window: int = 1000,
         history: int = 2000,
-        q: float = 0.99,
+        q: float | Sequence[float] = (0.998, 0.99, 0.99, 0.99),
         damp: float = 0.5,
-        decay: float = 0.999,
+        decay: float = 0.998,
         seasonal: bool = False,
         seed: int | None = None,
     ) -> None:
@@ -60,7 +66,10 @@ class EnsembleScorer:
             if seasonal:
                 members.append(SeasonalZ(window=window))
         self._members = list(members)
-        self._calibrators = [QuantileCalibrator(history, q) for _ in self._members]
+        qs = [q] * len(self._members) if isinstance(q, (int, float)) else list(q)
+        if len(qs) < len(self._members):
+            raise ValueError(f"{len(self._members)} members but {len(qs)} quantiles in q")
+        self._calibrators = [QuantileCalibrator(history, qi) for qi, _ in zip(qs, self._members)]
         self._gate = OnsetGate(damp, decay)
         self._cached: tuple[float, float | None, float, list[float | None]] | None = None
 
