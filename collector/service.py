@@ -44,6 +44,14 @@ __all__ = ["ApiServer", "Service"]
 log = logging.getLogger("flowprobe.collector")
 
 
+def info_labels(workflow: Workflow) -> dict[str, str]:
+    """flowprobe_workflow_info's labels: the static labels, and ``dependencies`` as the alerts carry it (",a,b,")."""
+    labels = dict(workflow.labels)
+    if workflow.depends_on:
+        labels["dependencies"] = "," + ",".join(sorted(workflow.depends_on)) + ","
+    return labels
+
+
 class Service:
     def __init__(
         self,
@@ -84,7 +92,7 @@ class Service:
         self.state.sinks = lambda: {"influx": self.sink.stats()} if self.sink is not None else {}
         self.registry = new_registry(self.state)
         self.metrics = MetricsRenderer(self.state)
-        self.state.configure({pair: wf.labels for pair, wf in self.selected(self.config).items()})
+        self.state.configure({pair: info_labels(wf) for pair, wf in self.selected(self.config).items()})
         self.listeners: list[Callable[[RunResult], None]] = []
         self.ready = False
         self.stopping = asyncio.Event()
@@ -110,7 +118,7 @@ class Service:
     def _apply(self, config: Config) -> None:
         self.config = config
         pairs = self.selected(config)
-        self.state.configure({pair: wf.labels for pair, wf in pairs.items()})
+        self.state.configure({pair: info_labels(wf) for pair, wf in pairs.items()})
         self.breakers.configure(config.circuit_breaker.failures, config.circuit_breaker.cool_down)
         self.store.configure(runs_per_pair=config.history.runs_per_pair, max_age=config.history.max_age)
         self.runner.forget_compiled()

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from collector.api import create_app
 from collector.engine import HttpxEngine
 from collector.scheduler import Shard
+from collector.metrics import new_registry
 from collector.service import Service
 from collector.target import create_app as create_target
 from tests.helpers import PROBE_EMAIL, PROBE_PASSWORD, WORKFLOWS
@@ -108,6 +109,19 @@ def test_env_and_shard_filters_select_pairs(tmp_path: Path, target: httpx.ASGITr
     with pytest.raises(ValueError, match="unknown environment"):
         Service([WORKFLOWS], data_dir=tmp_path / "b", envs=["qa"], watch=False)
     for svc in [everything, *shards]:
+        svc.store.close()
+
+
+def test_workflow_info_carries_static_labels_and_dependencies(tmp_path: Path, target: httpx.ASGITransport) -> None:
+    svc = Service([WORKFLOWS], data_dir=tmp_path, watch=False)
+    try:
+        registry = new_registry(svc.state, process=False)
+        order = {"workflow": "order-placement", "env": "prod", "team": "marketplace",
+                 "dependencies": ",health-check,product-listing,user-login,"}
+        assert registry.get_sample_value("flowprobe_workflow_info", order) == 1
+        # No depends_on, no dependencies label.
+        assert registry.get_sample_value("flowprobe_workflow_info", {"workflow": "health-check", "env": "prod", "team": "platform", "tier": "0"}) == 1
+    finally:
         svc.store.close()
 
 
