@@ -7,7 +7,19 @@ queried and alerted on with the workflows' own labels:
   point of the signal, 0 (usual) to 1 (anomalous);
 - ``flowprobe_anomaly{workflow,env,signal}``: 1 while that score is at or
   above the threshold (``--threshold``), else 0;
+- ``flowprobe_failure_probability{workflow,env}``: the probability that the
+  pair fails within its next K runs (analytics/predict.py), once the model
+  has learned enough to say;
+- ``flowprobe_latency_forecast_seconds{workflow,env,horizon}``: the run
+  latency forecast at each horizon (analytics/forecast.py);
+- ``flowprobe_root_cause_info{incident,workflow,env,cause,kind}``: 1 for each
+  failing member of each open incident, with the incident's top cause
+  (analytics/patterns.py); gone when the incident resolves;
+- ``flowprobe_failure_recurrence_seconds{workflow,env,kind}``: the period
+  of a pair's recurring failures (``kind``: ``period``, ``hour_of_day``
+  (86400) or ``day_of_week`` (604800));
 - ``flowprobe_analytics_points_total{source}``: points scored and learned;
+- ``flowprobe_analytics_runs_total{source}``: runs learned by the run-level models;
 - ``flowprobe_analytics_errors_total``: failed source reads, detector
   failures and failed state saves;
 - ``flowprobe_analytics_last_run_timestamp_seconds``: when the source was
@@ -25,7 +37,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Query, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
 from prometheus_client.process_collector import ProcessCollector
@@ -47,10 +59,12 @@ def render(worker: Worker) -> str:
         scores.append(f"flowprobe_anomaly_score{{{key}}} {number(score)}\n")
         flags.append(f"flowprobe_anomaly{{{key}}} {int(score >= worker.threshold)}\n")
     last_run = f"flowprobe_analytics_last_run_timestamp_seconds {number(worker.last_run)}\n" if worker.last_run is not None else ""
+    findings = render_findings(worker) if worker.findings is not None else []
     return "".join(
         [
             family("flowprobe_anomaly_score", "gauge", "How anomalous the latest point of each signal is, from 0 (usual) to 1.", scores),
             family("flowprobe_anomaly", "gauge", "1 while the latest anomaly score is at or above the worker's threshold, else 0.", flags),
+            *findings,
             family("flowprobe_analytics_points_total", "counter", "Points scored and learned by the analytics worker, by source.",
                     f'flowprobe_analytics_points_total{{source="{escape_label(worker.source.name)}"}} {worker.points_total}\n'),
             family("flowprobe_analytics_errors_total", "counter",
@@ -60,6 +74,31 @@ def render(worker: Worker) -> str:
                     "When the analytics worker last read its source successfully, as a unix timestamp.", last_run),
         ]
     )
+
+
+def render_findings(worker: Worker) -> list[str]:
+    """The families of the run-level models: predictions, forecasts, root causes, recurrences, runs learned."""
+    assert worker.findings is not None
+    probabilities, forecasts = [], []
+    for item in worker.predictions()["items"]:
+        pair = label_set(workflow=item["workflow"], env=item["env"])
+        if item["failure_probability"] is not None:
+            probabilities.append(f"flowprobe_failure_probability{{{pair}}} {number(item['failure_probability'])}\n")
+        for horizon, seconds in sorted((item["latency_forecast_seconds"] or {}).items()):
+            forecasts.append(f'flowprobe_latency_forecast_seconds{{{pair},horizon="{escape_label(horizon)}"}} {number(seconds)}\n')
+    causes = [f"flowprobe_root_cause_info{{{label_set(**row)}}} 1\n" for row in worker.findings.root_causes()]
+    periods = [
+        f"flowprobe_failure_recurrence_seconds{{{label_set(workflow=r['workflow'], env=r['env'], kind=r['kind'])}}} {number(r['period_s'])}\n"
+        for r in worker.incidents()["recurring"]
+    ]
+    return [
+        family("flowprobe_failure_probability", "gauge", "Probability that the pair fails within its next K runs, from 0 to 1.", probabilities),
+        family("flowprobe_latency_forecast_seconds", "gauge", "Forecast run latency of the pair at each horizon, in seconds.", forecasts),
+        family("flowprobe_root_cause_info", "gauge", "The top root cause of each open incident, one series per failing member.", causes),
+        family("flowprobe_failure_recurrence_seconds", "gauge", "The period of a pair's recurring failures, in seconds.", periods),
+        family("flowprobe_analytics_runs_total", "counter", "Runs learned by the failure predictor, the forecaster and the pattern finder.",
+               f'flowprobe_analytics_runs_total{{source="{escape_label(worker.source.name)}"}} {worker.findings.runs_total}\n'),
+    ]
 
 
 def create_app(worker: Worker) -> FastAPI:
@@ -83,5 +122,13 @@ def create_app(worker: Worker) -> FastAPI:
     @app.get("/api/analytics/anomalies", summary="The latest score of every series, most anomalous first")
     async def anomalies() -> dict[str, Any]:
         return worker.anomalies()
+
+    @app.get("/api/analytics/predictions", summary="The failure probability and latency forecast of every (workflow, env), most at risk first")
+    async def predictions() -> dict[str, Any]:
+        return worker.predictions()
+
+    @app.get("/api/analytics/incidents", summary="Incidents with their ranked root causes (open first), and recurring, correlated and cascading failures")
+    async def incidents(open: bool = Query(False, description="Only the incidents still open")) -> dict[str, Any]:
+        return worker.incidents(open_only=open)
 
     return app

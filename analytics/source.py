@@ -391,6 +391,26 @@ class PrometheusSource:
                             attempts=1 + round(slot.get("retries", 0.0) / max(ran, 1.0)), flaky=slot.get("flaky", 0.0) >= 0.5))
         return runs
 
+    async def topology(self) -> Any:
+        """The workflows' depends_on (the ``dependencies`` label of flowprobe_workflow_info) and step names, for the root causes."""
+        from analytics.patterns import Topology
+
+        now = self.clock()
+        infos = await self._query_range("flowprobe_workflow_info", now, now)
+        steps = await self._query_range("group by (workflow, step) (flowprobe_step_success)", now, now)
+        items: dict[str, dict[str, Any]] = {}
+        for series in infos:
+            labels = series.get("metric", {})
+            if labels.get("workflow"):
+                depends = [d for d in labels.get("dependencies", "").split(",") if d]
+                items[labels["workflow"]] = {"workflow": labels["workflow"], "depends_on": depends, "steps": []}
+        for series in steps:
+            labels = series.get("metric", {})
+            item = items.get(labels.get("workflow", ""))
+            if item is not None and labels.get("step"):
+                item["steps"].append(labels["step"])
+        return Topology.from_api(list(items.values())) if items else None
+
     async def _query_range(self, query: str, start: float, end: float) -> list[dict[str, Any]]:
         params = {"query": query, "start": repr(start), "end": repr(end), "step": repr(self.step)}
         try:

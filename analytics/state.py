@@ -6,7 +6,12 @@ One file, ``<state-dir>/analytics-state.pickle``: a pickled dict
      "series": {(workflow, env, signal): {"detector": <pickled detector, bytes>,
                                           "kind": "<module>.<class> of the detector",
                                           "last_t": <time of the last point learned>,
-                                          "score": <last score>, "value": <last value>}}}
+                                          "score": <last score>, "value": <last value>}},
+     "models": {"findings": <pickled analytics.findings.Findings, bytes>}}
+
+The run-level models (failure predictor, forecaster, pattern finder) are
+pickled as one object under ``models``; one that no longer loads is logged
+and relearned, as a detector is.
 
 Each detector is pickled on its own, so one that no longer loads (its class
 was renamed) costs that series only. The file is written to a temporary
@@ -58,6 +63,7 @@ class StateFile:
     def __init__(self, directory: Path | str) -> None:
         self.directory = Path(directory)
         self.path = self.directory / FILENAME
+        self.models: dict[str, Any] = {}  # what the last load() found under "models"
 
     def load(self) -> dict[SeriesKey, SavedSeries]:
         """The saved series; {} when there is no file or it cannot be read (logged)."""
@@ -72,6 +78,12 @@ class StateFile:
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("series"), dict):
             log.warning("ignoring the analytics state %s: not format %d", self.path, FORMAT)
             return {}
+        self.models = {}
+        for name, blob in (data.get("models") or {}).items():
+            try:
+                self.models[name] = pickle.loads(blob)
+            except Exception as exc:
+                log.warning("ignoring the saved %s model: %s: %s", name, type(exc).__name__, exc)
         loaded: dict[SeriesKey, SavedSeries] = {}
         for key, entry in data["series"].items():
             try:
@@ -82,9 +94,10 @@ class StateFile:
                 log.warning("ignoring the saved model of %s: %s: %s", "/".join(map(str, key)), type(exc).__name__, exc)
         return loaded
 
-    def save(self, series: Mapping[SeriesKey, SavedSeries]) -> None:
+    def save(self, series: Mapping[SeriesKey, SavedSeries], models: Mapping[str, Any] | None = None) -> None:
         """Write atomically (temporary file, fsync, rename); raises OSError or PicklingError."""
         payload = {
+            "models": {name: pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL) for name, model in (models or {}).items()},
             "format": FORMAT,
             "saved_at": time.time(),
             "series": {

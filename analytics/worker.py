@@ -28,13 +28,15 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from analytics.findings import Findings
+from analytics.patterns import Topology
 from analytics.scorers import Detector
 from analytics.scorers.registry import THRESHOLD as SHIPPED_THRESHOLD
-from analytics.source import Point, SeriesKey, Source, SourceError, open_source
+from analytics.source import LATENCY, Point, Run, SeriesKey, Source, SourceError, open_source
 from analytics.state import SavedSeries, StateFile, kind_of
 
 __all__ = ["DEFAULT_THRESHOLD", "Series", "Worker", "command", "serve"]
@@ -73,9 +75,15 @@ class Worker:
         save_every: float = 60.0,
         stale_after: float = STALE_AFTER,
         clock: Callable[[], float] = time.time,
+        findings: Findings | None = None,
+        topology: Callable[[], Awaitable[Topology | None]] | None = None,
     ) -> None:
         self.source = source
         self.factory = factory
+        # The run-level models (failure prediction, forecasts, incidents); the workflows'
+        # depends_on topology for the root causes comes from `topology`, else from the source.
+        self.findings = findings
+        self.topology = topology or getattr(source, "topology", None)
         self.threshold = threshold
         self.interval = interval
         self.state = state
@@ -108,6 +116,9 @@ class Worker:
                 changed += 1  # the shipped detector changed: relearn rather than mix two models
                 continue
             self.series[key] = Series(entry.detector, entry.last_t, entry.score, entry.value)
+        saved_findings = self.state.models.get("findings")
+        if self.findings is not None and isinstance(saved_findings, Findings):
+            self.findings = saved_findings
         if self.series:
             self.source.resume(max(s.last_t for s in self.series.values()))
         if saved:
@@ -121,8 +132,9 @@ class Worker:
         if self.state is None:
             return True
         snapshot = {key: SavedSeries(s.detector, kind_of(s.detector), s.last_t, s.score, s.value) for key, s in list(self.series.items())}
+        models = {"findings": self.findings} if self.findings is not None else {}
         try:
-            await asyncio.to_thread(self.state.save, snapshot)
+            await asyncio.to_thread(self._save_locked, snapshot, models)
         except Exception as exc:  # a full disk or an unpicklable detector: keep running, try again later
             self.errors_total += 1
             log.error("could not save the analytics state", extra={"fields": {"path": str(self.state.path), "error": f"{type(exc).__name__}: {exc}"}})
@@ -130,6 +142,14 @@ class Worker:
         self._dirty = False
         self._last_save = time.monotonic()
         return True
+
+    def _save_locked(self, snapshot: dict[SeriesKey, SavedSeries], models: dict[str, Any]) -> None:
+        assert self.state is not None
+        # The findings are pickled while no run is learned into them (their own lock).
+        with contextlib.ExitStack() as stack:
+            if self.findings is not None:
+                stack.enter_context(self.findings.locked())
+            self.state.save(snapshot, models)
 
     # ------------------------------------------------------------ running
 
@@ -151,16 +171,30 @@ class Worker:
         if self.source_error is not None:
             log.info("the analytics source can be read again", extra={"fields": {"source": self.source.name}})
             self.source_error = None
+        take_runs = getattr(self.source, "take_runs", None)  # a source of points only has no runs
+        runs = take_runs() if take_runs is not None else []
         self.last_run = self.clock()
+        if self.findings is not None and self.topology is not None and runs:
+            await self._refresh_topology()
         # Detectors can be slow to learn a long history: off the event loop, which the collector may share.
-        learned = await asyncio.to_thread(self._learn, points) if points else 0
+        learned = await asyncio.to_thread(self._learn, points, runs) if points or runs else 0
         if self._dirty and time.monotonic() - self._last_save >= self.save_every:
             await self.save()
         return learned
 
-    def _learn(self, points: list[Point]) -> int:
+    async def _refresh_topology(self) -> None:
+        assert self.findings is not None and self.topology is not None
+        try:
+            topology = await self.topology()
+        except Exception as exc:  # the root causes lose their depends_on evidence, nothing else
+            log.warning("cannot read the workflows' topology", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
+            return
+        self.findings.set_topology(topology)
+
+    def _learn(self, points: list[Point], runs: list[Run] | None = None) -> int:
         learned = 0
         no_detector: dict[SeriesKey, Exception] = {}
+        latency_scores: dict[tuple[str, str, float], float] = {}  # each run's latency score, for the failure predictor
         for point in points:
             key = point.key
             series = self.series.get(key)
@@ -188,6 +222,8 @@ class Worker:
                     log.exception("a detector failed; the point is skipped", extra={"fields": _fields(key)})
                 continue
             series.score, series.value = min(1.0, max(0.0, score)), point.value
+            if point.signal == LATENCY:
+                latency_scores[(point.workflow, point.env, point.t)] = series.score
             learned += 1
         if no_detector:
             self.errors_total += len(no_detector)
@@ -195,6 +231,15 @@ class Worker:
             log.error("could not make a detector; those series are not scored",
                       extra={"fields": {"series": len(no_detector), "error": f"{type(exc).__name__}: {exc}"}})
         self.points_total += learned
+        if runs and self.findings is not None:
+            try:
+                learned_runs = self.findings.observe(runs, latency_scores)
+            except Exception:
+                self.errors_total += 1
+                log.exception("the run-level models failed on a batch of runs; they are skipped")
+                learned_runs = 0
+            self.findings.forget_stale(self.clock() - self.stale_after)
+            self._dirty = self._dirty or learned_runs > 0
         self._dirty = self._dirty or learned > 0
         return learned
 
@@ -236,6 +281,17 @@ class Worker:
         ]
         items.sort(key=lambda item: -float(item["score"] or 0.0))
         return {"threshold": self.threshold, "source": self.source.name, "last_run": self.last_run, "items": items}
+
+    def predictions(self) -> dict[str, Any]:
+        items = self.findings.predictions() if self.findings is not None else []
+        oldest = self.clock() - self.stale_after
+        alert_at = self.findings.alert_at if self.findings is not None else None
+        return {"alert_at": alert_at, "source": self.source.name, "last_run": self.last_run,
+                "items": [item for item in items if item["last_run"] >= oldest]}
+
+    def incidents(self, *, open_only: bool = False) -> dict[str, Any]:
+        found = self.findings.incidents(open_only=open_only) if self.findings is not None else Findings(None, None, None).incidents()
+        return {"source": self.source.name, "last_run": self.last_run, **found}
 
 
 def _fields(key: SeriesKey) -> dict[str, str]:
@@ -289,7 +345,8 @@ def command(args: argparse.Namespace, *, factory: Callable[[], Detector] | None 
         print(f"flowprobe analytics: cannot make a detector: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     source = open_source(args.source, **({"step": args.interval} if args.source.startswith("prometheus:") else {}))
-    worker = Worker(source, factory, threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold, interval=args.interval, state=StateFile(args.state_dir))
+    worker = Worker(source, factory, threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold, interval=args.interval,
+                    state=StateFile(args.state_dir), findings=Findings.default())
     try:
         asyncio.run(serve(worker, *args.listen))
     except OSError as exc:

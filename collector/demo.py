@@ -50,7 +50,7 @@ async def run_demo(
         if analytics_listen is not None:
             from analytics.emit import create_app as create_analytics_app
 
-            worker, problem = _analytics_worker(data_dir)
+            worker, problem = _analytics_worker(data_dir, service)
             if worker is None:
                 analytics_line = f"  analytics           off: {problem}"
             else:
@@ -60,9 +60,10 @@ async def run_demo(
                 analytics_task = asyncio.create_task(worker.run(stop_analytics))
                 analytics_base = f"http://{analytics.host}:{analytics.port}"
                 service.analytics_url = analytics_base
-                analytics_line = f"  anomaly scores      {analytics_base}/metrics  {analytics_base}/api/analytics/anomalies"
+                analytics_line = (f"  analytics           {analytics_base}/metrics  {base_of(listen)}/api/analytics/anomalies"
+                                  "|predictions|incidents")
         host, port = listen
-        base = f"http://{host}:{port}"
+        base = base_of(listen)
         lines = [
             "flowprobe demo is running. Ctrl-C stops it.",
             f"  status page         {base}/",
@@ -87,15 +88,30 @@ async def run_demo(
             await server.stop()
 
 
-def _analytics_worker(data_dir: Path) -> tuple[Worker | None, str]:
-    """The worker over the demo's history, or why there is none (the demo runs on without it)."""
+def base_of(listen: tuple[str, int]) -> str:
+    return f"http://{listen[0]}:{listen[1]}"
+
+
+def _analytics_worker(data_dir: Path, service: Service) -> tuple[Worker | None, str]:
+    """The worker over the demo's history, or why there is none (the demo runs on without it).
+
+    Its run-level models get the workflows' depends_on and steps from the
+    collector's config as it is now (a reload included).
+    """
+    from analytics.findings import Findings
+    from analytics.patterns import Topology
     from analytics.scorers import default_detector
     from analytics.source import HistorySource
     from analytics.state import StateFile
+
+    async def topology() -> Topology:
+        workflows = service.config.workflows.values()
+        return Topology.from_api([{"workflow": w.name, "depends_on": list(w.depends_on), "steps": [s.name for s in w.steps]} for w in workflows])
 
     try:
         default_detector()
     except Exception as exc:
         return None, f"no detector ({type(exc).__name__}: {exc})"
     source = HistorySource(data_dir / "history.sqlite3")
-    return Worker(source, default_detector, interval=ANALYTICS_INTERVAL, state=StateFile(data_dir / "analytics")), ""
+    return Worker(source, default_detector, interval=ANALYTICS_INTERVAL, state=StateFile(data_dir / "analytics"),
+                  findings=Findings.default(), topology=topology), ""
