@@ -86,8 +86,16 @@ class Findings:
             with self._lock:
                 self.patterns.topology = topology
 
-    def observe(self, runs: Iterable[Run], anomaly_at: Mapping[tuple[str, str, float], float] | None = None) -> int:
-        """Learn `runs` (time order within each pair); runs at or before a pair's last one are skipped. Returns runs learned."""
+    def observe(
+        self,
+        runs: Iterable[Run],
+        anomaly_at: Mapping[tuple[str, str, float], float] | None = None,
+        on_run: Callable[[Run, float | None, dict[str, float] | None], None] | None = None,
+    ) -> int:
+        """Learn `runs` (time order within each pair); runs at or before a pair's last one are skipped. Returns runs learned.
+
+        `on_run` gets each run learned with the pair's probability and forecast right after it (the worker's InfluxDB points).
+        """
         anomaly_at = anomaly_at or {}
         fresh: list[Run] = []
         for run in runs:
@@ -95,10 +103,13 @@ class Findings:
                 continue
             with self._lock:
                 self.last_t[run.pair] = run.t
+                probability = forecast = None
                 if self.predictor is not None:
-                    self.predictor.observe(run, anomaly_at.get((run.workflow, run.env, run.t)))
+                    probability = self.predictor.observe(run, anomaly_at.get((run.workflow, run.env, run.t)))
                 if self.forecaster is not None:
-                    self.forecaster.observe(run)
+                    forecast = self.forecaster.observe(run)
+            if on_run is not None:
+                on_run(run, probability, forecast)
             fresh.append(run)
         if fresh and self.patterns is not None:
             with self._lock:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from analytics.findings import Findings
+from analytics.influx import InfluxOutput
 from analytics.patterns import Topology
 from analytics.scorers import Detector
 from analytics.scorers.registry import THRESHOLD as SHIPPED_THRESHOLD
@@ -77,6 +78,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
         findings: Findings | None = None,
         topology: Callable[[], Awaitable[Topology | None]] | None = None,
+        influx: InfluxOutput | None = None,
     ) -> None:
         self.source = source
         self.factory = factory
@@ -84,6 +86,7 @@ class Worker:
         # depends_on topology for the root causes comes from `topology`, else from the source.
         self.findings = findings
         self.topology = topology or getattr(source, "topology", None)
+        self.influx = influx  # the scores and predictions as InfluxDB points too, when configured
         self.threshold = threshold
         self.interval = interval
         self.state = state
@@ -224,6 +227,8 @@ class Worker:
             series.score, series.value = min(1.0, max(0.0, score)), point.value
             if point.signal == LATENCY:
                 latency_scores[(point.workflow, point.env, point.t)] = series.score
+            if self.influx is not None:
+                self.influx.anomaly(point, series.score, self.threshold)
             learned += 1
         if no_detector:
             self.errors_total += len(no_detector)
@@ -233,7 +238,7 @@ class Worker:
         self.points_total += learned
         if runs and self.findings is not None:
             try:
-                learned_runs = self.findings.observe(runs, latency_scores)
+                learned_runs = self.findings.observe(runs, latency_scores, self.influx.prediction if self.influx is not None else None)
             except Exception:
                 self.errors_total += 1
                 log.exception("the run-level models failed on a batch of runs; they are skipped")
@@ -241,6 +246,8 @@ class Worker:
             self.findings.forget_stale(self.clock() - self.stale_after)
             self._dirty = self._dirty or learned_runs > 0
         self._dirty = self._dirty or learned > 0
+        if self.influx is not None:
+            self.influx.flush()
         return learned
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -258,6 +265,8 @@ class Worker:
 
     async def close(self) -> None:
         await self.source.close()
+        if self.influx is not None:
+            await asyncio.to_thread(self.influx.close)  # writes what it can, spools the rest for the next start
 
     # ------------------------------------------------------------ reading (the API, the exposition)
 
@@ -318,6 +327,8 @@ async def serve(worker: Worker, host: str, port: int, stop: asyncio.Event | None
     handled = (signal.SIGTERM, signal.SIGINT)
     for sig in handled:
         loop.add_signal_handler(sig, stop.set)
+    if worker.influx is not None:
+        worker.influx.start()
     log.info("analytics worker started",
              extra={"fields": {"listen": f"{host}:{api.port}", "source": worker.source.name, "series": len(worker.series)}})
     try:
@@ -345,8 +356,18 @@ def command(args: argparse.Namespace, *, factory: Callable[[], Detector] | None 
         print(f"flowprobe analytics: cannot make a detector: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     source = open_source(args.source, **({"step": args.interval} if args.source.startswith("prometheus:") else {}))
+    influx = None
+    if args.influx_url:
+        if not (args.influx_org and args.influx_bucket):
+            print("flowprobe analytics: --influx-url needs --influx-org and --influx-bucket", file=sys.stderr)
+            return 1
+        try:
+            influx = InfluxOutput.open(args.influx_url, args.influx_org, args.influx_bucket, args.state_dir)
+        except ValueError as exc:
+            print(f"flowprobe analytics: {exc}", file=sys.stderr)
+            return 1
     worker = Worker(source, factory, threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold, interval=args.interval,
-                    state=StateFile(args.state_dir), findings=Findings.default())
+                    state=StateFile(args.state_dir), findings=Findings.default(), influx=influx)
     try:
         asyncio.run(serve(worker, *args.listen))
     except OSError as exc:

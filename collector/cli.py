@@ -134,6 +134,11 @@ def _parser() -> argparse.ArgumentParser:
                            help="where the detectors are saved, so a restart resumes (default data/analytics)")
     analytics.add_argument("--threshold", type=_fraction, default=None,
                            help="score from which flowprobe_anomaly is 1 (default: the shipped detector's calibrated threshold)")
+    analytics.add_argument("--influx-url", default=os.environ.get("FLOWPROBE_INFLUX_URL"),
+                           help="also write the scores and predictions to this InfluxDB v2 write endpoint "
+                                "(token in FLOWPROBE_INFLUX_TOKEN; default $FLOWPROBE_INFLUX_URL, else none)")
+    analytics.add_argument("--influx-org", default=os.environ.get("FLOWPROBE_INFLUX_ORG"), help="the InfluxDB organisation")
+    analytics.add_argument("--influx-bucket", default=os.environ.get("FLOWPROBE_INFLUX_BUCKET"), help="the InfluxDB bucket")
     analytics.add_argument("--log-level", default=os.environ.get("FLOWPROBE_LOG_LEVEL", "info"))
 
     rules = sub.add_parser("rules", help="write Prometheus recording and alerting rules (and their promtool tests) from the workflows")

@@ -94,6 +94,7 @@ __all__ = [
     "backoff_delay",
     "line",
     "result_lines",
+    "unix_ns",
 ]
 
 log = logging.getLogger("flowprobe.sink")
@@ -137,7 +138,7 @@ def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldVa
     return f"{head} {body} {timestamp_ns}"
 
 
-def _ns(unix_seconds: float) -> int:
+def unix_ns(unix_seconds: float) -> int:
     # Whole seconds apart from the fraction: 1.7e9 * 1e9 in one float would round to 256 ns.
     whole = math.floor(unix_seconds)
     return whole * 1_000_000_000 + round((unix_seconds - whole) * 1e9)
@@ -156,7 +157,7 @@ def result_lines(result: RunResult) -> list[str]:
             fields["status_code"] = int(step.status)
         fields["retries"] = max(step.attempts - 1, 0)
         started = step.started_at if step.started_at is not None else result.started_at
-        lines.append(line(STEP_MEASUREMENT, {"workflow": result.workflow, "env": result.env, "step": step.name}, fields, _ns(started)))
+        lines.append(line(STEP_MEASUREMENT, {"workflow": result.workflow, "env": result.env, "step": step.name}, fields, unix_ns(started)))
     run: dict[str, FieldValue] = {
         "duration": float(result.duration),
         "success": result.outcome == "success",
@@ -168,7 +169,7 @@ def result_lines(result: RunResult) -> list[str]:
     if result.reason:
         run["reason"] = result.reason
     lines.append(
-        line(RUN_MEASUREMENT, {"workflow": result.workflow, "env": result.env, "result": result.outcome}, run, _ns(result.started_at))
+        line(RUN_MEASUREMENT, {"workflow": result.workflow, "env": result.env, "result": result.outcome}, run, unix_ns(result.started_at))
     )
     return lines
 
@@ -473,6 +474,18 @@ class InfluxSink:
         self._count(dropped=1 + sum(1 for s in result.steps if s.outcome != "skipped"))
         log.warning("influx sink is closed; a run of %s/%s was not written", result.workflow, result.env)
 
+    def add_lines(self, lines: list[str]) -> None:
+        """Queue points already in line protocol (see `line`): the analytics
+        worker's findings. Same promises as `add`; the list must not change."""
+        if not lines:
+            return
+        with self._start_lock:
+            if not self._closing:
+                self._queue.put(lines)
+                return
+        self._count(dropped=len(lines))
+        log.warning("influx sink is closed; %d points were not written", len(lines))
+
     def close(self, grace: float) -> None:
         """Write what is buffered within `grace` seconds, spool the rest, stop.
 
@@ -583,7 +596,7 @@ class InfluxSink:
             self._stopping = True
             return
         try:
-            lines = result_lines(item)
+            lines = item if isinstance(item, list) else result_lines(item)
         except Exception as exc:  # a malformed result is our bug, not the sink's end
             self._count(dropped=1)
             log.error("influx sink could not turn a run into points: %s", self._redact(repr(exc)))

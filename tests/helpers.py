@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -129,3 +131,40 @@ def fast_copy(dest: Path, every: str = "1s") -> Path:
             assert count == 1, source
         (dest / source.name).write_text(text)
     return dest
+
+
+class VictoriaMetrics:
+    """One data directory and port; start and stop it like a server that goes away."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.binary = require_binary("victoria-metrics")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data = tmp_path / "vm-data"
+        self.tmp_path = tmp_path
+        self.starts = 0
+
+    @contextmanager
+    def running(self) -> Iterator[subprocess.Popen[bytes]]:
+        self.starts += 1
+        args = [
+            self.binary,
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-storageDataPath={self.data}",
+            "-search.latencyOffset=0s",
+            "-retentionPeriod=1y",
+        ]
+        with running_process(args, log=self.tmp_path / f"vm-{self.starts}.log") as proc:
+            wait_until(lambda: httpx.get(f"{self.url}/health", timeout=1).text.strip() == "OK", timeout=15, what="VictoriaMetrics")
+            yield proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+
+    def export(self, match: str) -> list[dict[str, Any]]:
+        httpx.get(f"{self.url}/internal/force_flush", timeout=5).raise_for_status()
+        response = httpx.post(f"{self.url}/api/v1/export", data={"match[]": match, "start": "0"}, timeout=10)
+        response.raise_for_status()
+        return [json.loads(text) for text in response.text.splitlines() if text.strip()]

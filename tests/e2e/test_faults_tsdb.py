@@ -35,8 +35,8 @@ from collector.result import RunResult
 from collector.sink import result_lines
 from collector.target import create_app
 from tests.e2e.test_collector import metric, ready, start_collector
-from tests.e2e.test_sink_victoriametrics import TOKEN, VictoriaMetrics
-from tests.helpers import PROBE_EMAIL, PROBE_PASSWORD, fast_copy, serve_in_thread, wait_until
+from tests.e2e.test_sink_victoriametrics import TOKEN
+from tests.helpers import PROBE_EMAIL, PROBE_PASSWORD, VictoriaMetrics, fast_copy, serve_in_thread, wait_until
 
 pytestmark = pytest.mark.e2e
 
