@@ -7,7 +7,8 @@ collector reads and the API returns, already redacted.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = ["OUTCOMES", "REASONS", "CheckFailure", "Outcome", "Reason", "RunResult", "StepResult"]
@@ -64,7 +65,23 @@ class RunResult:
     skip_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """What `dataclasses.asdict` gives, written out: asdict took about 35 us for a
+        one-step run (it deep-copies field by field), on the path of every run recorded."""
+        return {
+            "workflow": self.workflow,
+            "env": self.env,
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "outcome": self.outcome,
+            "duration": self.duration,
+            "steps": [_step_dict(s) for s in self.steps],
+            "attempts": self.attempts,
+            "flaky": self.flaky,
+            "failed_step": self.failed_step,
+            "reason": self.reason,
+            "message": self.message,
+            "skip_reason": self.skip_reason,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
@@ -72,3 +89,34 @@ class RunResult:
             StepResult(**{**s, "failures": [CheckFailure(**f) for f in s.get("failures", [])]}) for s in data.get("steps", [])
         ]
         return cls(**{**data, "steps": steps})
+
+
+def _step_dict(step: StepResult) -> dict[str, Any]:
+    return {
+        "name": step.name,
+        "outcome": step.outcome,
+        "status": step.status,
+        "duration": step.duration,
+        "phases": _plain(step.phases),
+        "failures": [{"reason": f.reason, "check": f.check, "message": f.message} for f in step.failures],
+        "captures": _plain(step.captures),
+        "attempts": step.attempts,
+        "message": step.message,
+        "cert_not_after": step.cert_not_after,
+        "started_at": step.started_at,
+        "host": step.host,
+    }
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> Any:
+    """A copy of `value` as asdict makes one: containers rebuilt, scalars shared, anything else deep-copied."""
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, dict):
+        return type(value)((_plain(k), _plain(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return copy.deepcopy(value)

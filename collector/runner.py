@@ -14,13 +14,14 @@ an ``error`` result, logged and counted, so the scheduler keeps going.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import random
 import time
 import traceback
-import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from collector.assertion import capture, check_expect, expected_names
@@ -37,12 +38,45 @@ log = logging.getLogger("flowprobe.runner")
 
 _NO_RETRY = RetryPolicy()
 
+# Run ids are unique, not secret: a generator seeded once (again in a forked child) instead of
+# uuid4, whose os.urandom per run let go of the GIL in the middle of the event loop's work.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+
+
+def new_run_id() -> str:
+    """32 hex digits: the wall clock in nanoseconds, then 64 random bits. Ids made later sort
+    later, so the history's primary key grows at its end instead of taking random inserts."""
+    return f"{time.time_ns():016x}{_ids.getrandbits(64):016x}"
+
 
 def target_of(url: str) -> str:
     """The circuit-breaker key: host:port, bounded and free of paths and credentials."""
+    # Only the part up to the end of the authority decides it: that part is parsed
+    # once per target, not once per request (urlsplit is most of a step's own cost).
+    start = url.find("//")
+    if start < 0:
+        return _target_of(url)
+    end = len(url)
+    for delimiter in "/?#":
+        at = url.find(delimiter, start + 2)
+        if 0 <= at < end:
+            end = at
+    return _target_of(url[:end])
+
+
+@functools.lru_cache(maxsize=1024)
+def _target_of(url: str) -> str:
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return f"{parts.hostname}:{port}"
+
+
+class _Request(NamedTuple):
+    """A step's request, compiled: the parts that are empty (None or {}), and the others to render."""
+
+    empty: dict[str, Any]
+    parts: tuple[tuple[str, Any], ...]
 
 
 class Runner:
@@ -64,14 +98,14 @@ class Runner:
         self.wall_clock = wall_clock
         self.internal_errors = 0
         # Templates are parsed once per step object; a reload brings new objects.
-        self._compiled: dict[int, tuple[Step, dict[str, Any], frozenset[str]]] = {}
+        self._compiled: dict[int, tuple[Step, _Request, frozenset[str]]] = {}
 
     def forget_compiled(self) -> None:
         self._compiled.clear()
 
     async def run(self, config: Config, workflow: Workflow, env: str) -> RunResult:
         started_wall, started = self.wall_clock(), self.clock()
-        run_id = uuid.uuid4().hex
+        run_id = new_run_id()
         secrets = config.secrets.get((workflow.name, env), {})
         redactor = global_redactor.child()
         redactor.add(*secrets.values())
@@ -140,7 +174,7 @@ class Runner:
             await session.close()
         return result
 
-    def _compile(self, step: Step) -> tuple[dict[str, Any], frozenset[str]]:
+    def _compile(self, step: Step) -> tuple[_Request, frozenset[str]]:
         """The step's request templates, and the names its expectations need."""
         cached = self._compiled.get(id(step))
         if cached is not None and cached[0] is step:
@@ -157,6 +191,11 @@ class Runner:
             }
         )
         needs = frozenset(expected_names(step.expect))
+        # Most of a request is empty (no headers, no body): only what can hold a template is rendered per request.
+        compiled = _Request(
+            {k: v for k, v in compiled.items() if v is None or v == {}},
+            tuple((k, v) for k, v in compiled.items() if not (v is None or v == {})),
+        )
         self._compiled[id(step)] = (step, compiled, needs)
         return compiled, needs
 
@@ -186,7 +225,9 @@ class Runner:
     ) -> StepResult:
         compiled, needs = self._compile(step)
         try:
-            rendered = render_value(compiled, scope, self.rng)
+            rendered = dict(compiled.empty)
+            for key, value in compiled.parts:
+                rendered[key] = render_value(value, scope, self.rng)
             missing = sorted(needs - scope.keys())
             if missing:
                 raise TemplateError(f"no value for {{{{ {missing[0]} }}}}")
