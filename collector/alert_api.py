@@ -31,7 +31,9 @@ __all__ = ["AcknowledgeBody", "ResolveBody", "WebhookPayload", "alert_router"]
 log = logging.getLogger("flowprobe.alerts")
 
 M = TypeVar("M", bound=BaseModel)
-AlertId = Annotated[int, Path(ge=1, description="The alert's id")]
+# SQLite and PostgreSQL keep ids in 64 bits: a larger one is no alert's, and would fail in the driver, not here.
+MAX_ID = 2**63 - 1
+AlertId = Annotated[int, Path(ge=1, le=MAX_ID, description="The alert's id")]
 _MAX_ACK = 30 * 86400.0
 
 # ---------------------------------------------------------------- Alertmanager's webhook (version 4)
@@ -262,7 +264,7 @@ def alert_router(alerts: AlertService, tokens: Callable[[], Mapping[str, tuple[s
         workflow: str | None = None,
         env: str | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        before: Annotated[int | None, Query(ge=1, description="Page back: next_before of the previous page")] = None,
+        before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Page back: next_before of the previous page")] = None,
     ) -> AlertPage:
         found = await alerts.find(
             status=Status(status.upper()) if status else None, severity=severity, workflow=workflow, env=env, limit=limit, before=before

@@ -1,21 +1,34 @@
-"""The collector's HTTP API: metrics, health, and the state and history of workflows.
+"""The collector's HTTP API: metrics, health, the state and history of workflows, and administration.
 
 Everything returned is already redacted: results are redacted when they are
 made, and nothing else here carries secrets.
+
+Who may call what is decided here, route by route (SECURITY.md has the
+matrix): health and metrics are open; status reads are open while
+``api.public_reads`` is true and need a viewer token otherwise; alerts and
+reports need a viewer token; writes need operator; administration needs
+admin. collector.apisecurity wraps the whole app with the rate limit, the
+body size limit and CORS.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import logging
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 # Prometheus before 3.0 knows only the 0.0.4 text format by name; the body is that format.
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from collector.alert_api import alert_router
+from collector.apisecurity import SecurityMiddleware
+from collector.auth import ADMIN, Principal, TokenAuth
 from collector.dashboard_api import dashboard_router
+from collector.errors import ErrorRoute, describe_validation, error_response
 from collector.live import live_router
 from collector.metrics import VERSION
 from collector.page import page_router
@@ -24,7 +37,9 @@ from collector.report import reports_router
 if TYPE_CHECKING:
     from collector.service import Service
 
-__all__ = ["create_app"]
+__all__ = ["admin_router", "create_app"]
+
+log = logging.getLogger("flowprobe.api")
 
 
 def _summary(result: Any) -> dict[str, Any] | None:
@@ -44,16 +59,52 @@ def _summary(result: Any) -> dict[str, Any] | None:
     }
 
 
+def admin_router(service: Service, auth: TokenAuth) -> APIRouter:
+    """``/api/admin/*``: what an admin token may do beyond an operator's."""
+    admin = Depends(auth.require(ADMIN))  # on the router, so no admin route can be added without it; one check per request
+    router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=ErrorRoute, dependencies=[admin])
+
+    @router.post("/reload", summary="Load the config again, as SIGHUP does; an invalid one leaves the running config in place")
+    async def reload(caller: Principal = admin) -> JSONResponse:
+        log.info("config reload asked through the API", extra={"fields": {"by": caller.name}})
+        if not service.reload():
+            raise HTTPException(422, "the new config is invalid; the previous config keeps running (the collector's log lists the problems)")
+        return JSONResponse({"reloaded": True, "workflows": len(service.config.workflows)})
+
+    @router.post("/reports/{index}/run", summary="Make (and mail) reports.schedules[index] now, as its cron would")
+    async def run_report(
+        index: Annotated[int, Path(ge=0, le=1000, description="The schedule's place in reports.schedules")], caller: Principal = admin
+    ) -> JSONResponse:
+        schedules = service.config.settings.reports.schedules
+        if index >= len(schedules):
+            raise HTTPException(404, f"no report schedule {index} (reports.schedules has {len(schedules)})")
+        log.info("report asked through the API", extra={"fields": {"by": caller.name, "schedule": index}})
+        files = await service.reports.run(schedules[index])
+        if not files:
+            raise HTTPException(502, "the report failed (the collector's log says why)")
+        return JSONResponse({"files": [f"/api/reports/{path.name}" for path in files]})
+
+    return router
+
+
 def create_app(service: Service) -> FastAPI:
     app = FastAPI(
         title="flowprobe collector",
         version=VERSION,
         description="Synthetic workflow monitoring: state, run history and Prometheus metrics.",
     )
+    auth = TokenAuth(lambda: service.config.tokens, public_reads=lambda: service.config.settings.api.public_reads)
+    # Status reads: open while api.public_reads is true, else a viewer token (collector/auth.py).
+    status_read = Depends(auth.reader())
 
-    @app.exception_handler(HTTPException)
-    async def _error(_request: Any, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+    # One error shape for what no router catches itself: unknown paths, methods, and the routes below.
+    @app.exception_handler(StarletteHTTPException)
+    async def _error(_request: Any, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Any, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, describe_validation(exc.errors()))
 
     @app.get("/metrics", summary="Prometheus exposition", response_class=Response)
     async def metrics(request: Request) -> Response:
@@ -72,7 +123,7 @@ def create_app(service: Service) -> FastAPI:
         body = {"status": "ready" if ready else "not ready", "config_reload_successful": bool(service.state.reload_successful)}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/api/workflows", summary="The current state of every (workflow, env) pair")
+    @app.get("/api/workflows", summary="The current state of every (workflow, env) pair", dependencies=[status_read])
     async def workflows() -> dict[str, Any]:
         config = service.config
         items = []
@@ -97,7 +148,7 @@ def create_app(service: Service) -> FastAPI:
             )
         return {"items": items, "total": len(items)}
 
-    @app.get("/api/workflows/{name}/runs", summary="Recent runs of one workflow, newest first")
+    @app.get("/api/workflows/{name}/runs", summary="Recent runs of one workflow, newest first", dependencies=[status_read])
     def runs(
         name: str,
         env: str | None = None,
@@ -110,7 +161,7 @@ def create_app(service: Service) -> FastAPI:
         next_cursor = found[-1].started_at if len(found) == limit else None
         return {"items": [r.to_dict() for r in found], "next_before": next_cursor}
 
-    @app.get("/api/runs/{run_id}", summary="One run with every step, phase, failure and (redacted) capture")
+    @app.get("/api/runs/{run_id}", summary="One run with every step, phase, failure and (redacted) capture", dependencies=[status_read])
     def run(run_id: str) -> dict[str, Any]:
         result = service.store.get(run_id)
         if result is None:
@@ -120,8 +171,10 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(alert_router(service.alerts, tokens=lambda: service.config.tokens))
     app.include_router(reports_router(service))
     # Stack mode reads the aggregates from Prometheus; embedded mode from the SQLite history.
-    app.include_router(dashboard_router(service, prometheus_url=service.config.settings.prometheus_url))
-    app.include_router(live_router(service, hub=service.live))
+    app.include_router(dashboard_router(service, prometheus_url=service.config.settings.prometheus_url), dependencies=[status_read])
+    app.include_router(live_router(service, hub=service.live, auth=auth))
+    app.include_router(admin_router(service, auth))
     # The status page at /; its anomaly badges come through the collector from the analytics worker.
-    app.include_router(page_router(analytics_url=service.analytics_url))
+    app.include_router(page_router(analytics_url=service.analytics_url, dependencies=[status_read]))
+    app.add_middleware(SecurityMiddleware, settings=lambda: service.config.settings)
     return app

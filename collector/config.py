@@ -15,6 +15,7 @@ import re
 import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -26,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
+    IPvAnyNetwork,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -466,13 +468,13 @@ class EnvironmentsFile(_Strict):
     history: HistorySettings = HistorySettings()
 
 
-Role = Literal["viewer", "operator", "webhook"]
+Role = Literal["viewer", "operator", "admin", "webhook"]
 
 
 class ApiToken(_Strict):
-    """A bearer token for the collector's API. operator can write (acknowledge,
-    resolve) and read; viewer can read; webhook can only post Alertmanager's
-    webhook, so Alertmanager's credential cannot acknowledge anything."""
+    """A bearer token for the collector's API. viewer reads; operator also
+    acknowledges and resolves; admin also reloads the config and runs reports;
+    webhook can only post Alertmanager's webhook (collector/auth.py)."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$")]
     role: Role
@@ -553,6 +555,32 @@ class ReportsSettings(_Strict):
     smtp: SmtpSettings | None = None
 
 
+class RateLimitSettings(_Strict):
+    """A token bucket per client address (IPv6: per /64), collector/apisecurity.py."""
+
+    rate: float = Field(20.0, gt=0, le=1_000_000)
+    burst: int = Field(100, ge=1, le=1_000_000)
+    # /metrics, /healthz and /readyz have a bucket of their own, so the API's traffic never starves Prometheus.
+    scrape_rate: float = Field(2.0, gt=0, le=1_000_000)
+    scrape_burst: int = Field(20, ge=1, le=1_000_000)
+    exempt: list[IPvAnyNetwork] = Field(default_factory=lambda: [IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")])
+
+
+def _origin(value: str) -> str:
+    if value != "*" and not re.fullmatch(r"https?://[^/\s?#]+", value):
+        raise ValueError(f"{value!r} is not an origin: scheme://host[:port] with no path (https://status.example.com), or *")
+    return value
+
+
+class ApiSettings(_Strict):
+    """The API's exposure: who may read, how much, how big, from which web origins."""
+
+    public_reads: bool = True
+    rate_limit: RateLimitSettings | None = RateLimitSettings()
+    max_body_size: int = Field(1024 * 1024, ge=1024, le=1024**3)
+    cors_origins: list[Annotated[str, AfterValidator(_origin)]] = Field(default_factory=list)
+
+
 class SettingsFile(_Strict):
     """flowprobe.yaml: settings of the collector itself (optional)."""
 
@@ -562,6 +590,7 @@ class SettingsFile(_Strict):
     alerting: AlertingSettings = AlertingSettings()
     influx: InfluxSettings | None = None
     reports: ReportsSettings = ReportsSettings()
+    api: ApiSettings = ApiSettings()
 
 
 # ---------------------------------------------------------------- JSON Schema

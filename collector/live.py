@@ -18,12 +18,28 @@ Endpoints
   Heartbeats are SSE comments (``: ping <unix time>``); the stream opens
   with ``retry: 2000`` (reconnect after 2 s).
 
+Who may listen
+--------------
+The live stream is a status read (collector/auth.py): open while
+``api.public_reads`` is true, else it needs a viewer token in an
+``Authorization: Bearer`` header (refused before the handshake completes: 401
+or 403, or a close with 1008 where the server cannot send a denial). Alerts
+name what is failing and who acknowledged it, so only a client whose token
+may read alerts (viewer, operator, admin) gets them: for any other client the
+snapshot has no ``alerts`` key (not an empty list: the page then says a token
+is needed rather than "no open alerts") and no ``alert`` event is sent.
+
+A client message larger than ``MAX_CLIENT_MESSAGE_BYTES`` closes the socket
+(1009); subscriptions faster than 5 a second (bursts of 20) are answered with
+an ``error`` and ignored, since each one costs a snapshot.
+
 Message contract (a user contract: the status page is built on it)
 -------------------------------------------------------------------
 Every message is a JSON object with ``"type"``; times are unix seconds.
 
 ``snapshot``
-    ``{"type": "snapshot", "part": 1, "parts": 1, "pairs": [...], "alerts": [...]}``.
+    ``{"type": "snapshot", "part": 1, "parts": 1, "pairs": [...], "alerts": [...]}``
+    (``alerts`` only for a client that may read alerts, above).
     ``pairs`` items: ``{workflow, env, status, last_run}`` where ``last_run``
     is ``null`` (never ran) or ``{run_id, outcome, started_at, duration,
     failed_step, reason}``. ``alerts`` items: the open alerts (not resolved),
@@ -100,11 +116,13 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, HTTPException, Query, WebSocket
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, HTTPException, Query, WebSocket
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.websockets import WebSocketDisconnect
 
 from collector.alertstore import Alert, Status
+from collector.apisecurity import RateLimiter
+from collector.auth import Principal, TokenAuth, bearer_token
 from collector.config import Workflow
 from collector.metrics import PairState
 from collector.result import RunResult
@@ -112,13 +130,25 @@ from collector.result import RunResult
 if TYPE_CHECKING:
     from collector.service import Service
 
-__all__ = ["CLOSE_TRY_AGAIN_LATER", "MAX_MESSAGE_BYTES", "STATUSES", "LiveHub", "Subscription", "live_router", "pair_status"]
+__all__ = [
+    "CLOSE_TRY_AGAIN_LATER",
+    "MAX_CLIENT_MESSAGE_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "STATUSES",
+    "LiveHub",
+    "Subscription",
+    "live_router",
+    "pair_status",
+]
 
 log = logging.getLogger("flowprobe.live")
 
 MAX_MESSAGE_BYTES = 48 * 1024
 STATUSES = ("up", "degraded", "down", "skipped", "unknown")
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TOO_BIG = 1009
+MAX_CLIENT_MESSAGE_BYTES = 256 * 1024  # a subscription of 2 x 1000 long names fits
+_SUBSCRIBE_RATE, _SUBSCRIBE_BURST = 5.0, 20
 _OPEN_ALERTS = [Status.ACTIVE, Status.ACKNOWLEDGED, Status.ESCALATED]
 _MAX_NAMES = 1000  # values per subscription dimension
 _SSE_CHUNK = 64 * 1024
@@ -187,13 +217,15 @@ def _alert_fields(alert: Alert) -> dict[str, Any]:
     }
 
 
-def _snapshot_parts(pairs: list[str], alerts: list[str], limit: int = MAX_MESSAGE_BYTES) -> list[str]:
-    """Encoded pair and alert items packed into snapshot messages of at most `limit` characters each."""
+def _snapshot_parts(pairs: list[str], alerts: list[str] | None, limit: int = MAX_MESSAGE_BYTES) -> list[str]:
+    """Encoded pair and alert items packed into snapshot messages of at most `limit` characters each.
+
+    `alerts` None: the client may not read alerts, and the messages have no ``alerts`` key."""
     envelope = len(_dumps({"type": "snapshot", "part": 999999, "parts": 999999, "pairs": [], "alerts": []}))
     budget = limit - envelope
     chunks: list[tuple[list[str], list[str]]] = [([], [])]
     used = 0
-    for index, items in ((0, pairs), (1, alerts)):
+    for index, items in ((0, pairs), (1, alerts or [])):
         for item in items:
             cost = len(item) + 1  # and its comma
             if used + cost > budget and (chunks[-1][0] or chunks[-1][1]):
@@ -202,6 +234,8 @@ def _snapshot_parts(pairs: list[str], alerts: list[str], limit: int = MAX_MESSAG
             chunks[-1][index].append(item)
             used += cost
     parts = len(chunks)
+    if alerts is None:
+        return [f'{{"type":"snapshot","part":{n},"parts":{parts},"pairs":[{",".join(p)}]}}' for n, (p, _) in enumerate(chunks, start=1)]
     return [
         f'{{"type":"snapshot","part":{n},"parts":{parts},"pairs":[{",".join(p)}],"alerts":[{",".join(a)}]}}'
         for n, (p, a) in enumerate(chunks, start=1)
@@ -259,13 +293,14 @@ class Subscription:
 class _Client:
     """One connection: its subscription and bounded queue, on its own event loop."""
 
-    __slots__ = ("batch", "bound", "dropped", "first", "hub", "loop", "queue", "sending_since", "subscription", "task", "wake")
+    __slots__ = ("alerts", "batch", "bound", "dropped", "first", "hub", "loop", "queue", "sending_since", "subscription", "task", "wake")
 
-    def __init__(self, hub: LiveHub, subscription: Subscription, bound: int, *, batch: bool = False) -> None:
+    def __init__(self, hub: LiveHub, subscription: Subscription, bound: int, *, batch: bool = False, alerts: bool = True) -> None:
         self.hub = hub
         self.subscription = subscription
         self.bound = bound
         self.batch = batch
+        self.alerts = alerts  # may read alerts: gets them in snapshots and as events
         self.loop = asyncio.get_running_loop()
         self.first: deque[tuple[str, str]] = deque()  # snapshot parts, pings, errors: not counted against the bound
         self.queue: deque[tuple[str, str]] = deque()
@@ -276,7 +311,7 @@ class _Client:
 
     def offer(self, kind: str, text: str, workflow: str | None, env: str | None) -> None:
         """On the client's loop: queue one event, or drop the client if it is `bound` behind."""
-        if self.dropped is not None or not self.subscription.matches(workflow, env):
+        if self.dropped is not None or not self.subscription.matches(workflow, env) or (kind == "alert" and not self.alerts):
             return
         if len(self.queue) >= self.bound:
             self.drop("slow")
@@ -441,8 +476,8 @@ class LiveHub:
         finally:
             self._loading_alerts = False
 
-    def snapshot(self, subscription: Subscription = Subscription()) -> list[str]:
-        """The snapshot messages for `subscription`, encoded, each at most MAX_MESSAGE_BYTES."""
+    def snapshot(self, subscription: Subscription = Subscription(), *, alerts: bool = True) -> list[str]:
+        """The snapshot messages for `subscription`, encoded, each at most MAX_MESSAGE_BYTES; without alerts unless `alerts`."""
         workflows = self.service.config.workflows
         pairs = []
         for (workflow, env), pair in sorted(list(self.service.state.pairs.items())):
@@ -453,8 +488,9 @@ class LiveHub:
                 # First told here (or restored from history since): the next change is counted from this.
                 self._status[(workflow, env)] = status
             pairs.append(_dumps({"workflow": workflow, "env": env, "status": status, "last_run": _last_run(pair.last_result)}))
-        alerts = [_dumps(a) for _, a in sorted(list(self._alerts.items())) if subscription.matches(a["workflow"], a["env"])]
-        return _snapshot_parts(pairs, alerts)
+        if not alerts:
+            return _snapshot_parts(pairs, None)
+        return _snapshot_parts(pairs, [_dumps(a) for _, a in sorted(list(self._alerts.items())) if subscription.matches(a["workflow"], a["env"])])
 
     # ------------------------------------------------------------ delivery
 
@@ -481,8 +517,8 @@ class LiveHub:
         with contextlib.suppress(RuntimeError):  # its loop is closed: the client is gone
             client.loop.call_soon_threadsafe(method, *args)
 
-    def _join(self, subscription: Subscription, *, batch: bool = False) -> _Client:
-        client = _Client(self, subscription, self.queue_size, batch=batch)
+    def _join(self, subscription: Subscription, *, batch: bool = False, alerts: bool = True) -> _Client:
+        client = _Client(self, subscription, self.queue_size, batch=batch, alerts=alerts)
         self._clients[id(client)] = client
         if self._stopping():
             client.drop("closed")
@@ -526,7 +562,8 @@ class LiveHub:
 
     # ------------------------------------------------------------ WebSocket
 
-    async def serve_websocket(self, websocket: WebSocket) -> None:
+    async def serve_websocket(self, websocket: WebSocket, *, alerts: bool = True) -> None:
+        """Serve one WebSocket client; `alerts`: it may read alerts."""
         params = websocket.query_params
         try:
             subscription = Subscription.of(params.getlist("env"), params.getlist("workflow"))
@@ -534,12 +571,12 @@ class LiveHub:
             await websocket.close(1008, str(exc))
             return
         await websocket.accept()
-        client = self._join(subscription, batch=params.get("batch", "").lower() in ("1", "true", "yes"))
+        client = self._join(subscription, batch=params.get("batch", "").lower() in ("1", "true", "yes"), alerts=alerts)
         tasks: list[asyncio.Task[None]] = []
         try:
             await self.load_alerts()
             if client.dropped is None:
-                client.reset(client.subscription, self.snapshot(client.subscription))
+                client.reset(client.subscription, self.snapshot(client.subscription, alerts=alerts))
             client.task = asyncio.create_task(self._send(websocket, client))
             tasks = [client.task, asyncio.create_task(self._receive(websocket, client))]
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -576,6 +613,7 @@ class LiveHub:
             client.sending_since = None  # gone, not dead: the receiver sees the disconnect too
 
     async def _receive(self, websocket: WebSocket, client: _Client) -> None:
+        pace = RateLimiter(max_clients=1)  # each subscription costs a snapshot: a client may not ask for them in a loop
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -583,24 +621,33 @@ class LiveHub:
             data = message.get("text")
             if data is None and message.get("bytes") is not None:
                 data = message["bytes"].decode("utf-8", "replace")
+            if data is not None and len(data) > MAX_CLIENT_MESSAGE_BYTES:
+                client.drop("closed")
+                with contextlib.suppress(Exception):
+                    await websocket.close(CLOSE_TOO_BIG, f"a message may be at most {MAX_CLIENT_MESSAGE_BYTES} bytes")
+                return
+            if pace.take(("subscribe", ""), _SUBSCRIBE_RATE, _SUBSCRIBE_BURST):
+                client.tell("error", _dumps({"type": "error", "message": "too many subscriptions; at most 5 a second"}))
+                continue
             try:
                 subscription = Subscription.parse(json.loads(data or ""))
             except ValueError as exc:  # JSONDecodeError is a ValueError
                 client.tell("error", _dumps({"type": "error", "message": str(exc)[:200]}))
                 continue
             await self.load_alerts()
-            client.reset(subscription, self.snapshot(subscription))
+            client.reset(subscription, self.snapshot(subscription, alerts=client.alerts))
 
     # ------------------------------------------------------------ SSE
 
-    async def stream(self, subscription: Subscription) -> AsyncIterator[str]:
-        """The SSE body: a snapshot, then events and heartbeat comments; ends when the client is dropped."""
-        client = self._join(subscription)
+    async def stream(self, subscription: Subscription, *, alerts: bool = True) -> AsyncIterator[str]:
+        """The SSE body: a snapshot, then events and heartbeat comments; ends when the client is dropped.
+        `alerts`: the client may read alerts."""
+        client = self._join(subscription, alerts=alerts)
         loop = client.loop
         try:
             await self.load_alerts()
             if client.dropped is None:
-                client.reset(subscription, self.snapshot(subscription))
+                client.reset(subscription, self.snapshot(subscription, alerts=alerts))
             yield "retry: 2000\n\n"
             while client.dropped is None:
                 if not (client.first or client.queue):
@@ -621,17 +668,28 @@ class LiveHub:
             self._leave(client)
 
 
-def live_router(service: Service, hub: LiveHub | None = None) -> APIRouter:
-    """The live endpoints; without `hub`, one is made and attached to `service`."""
+def live_router(service: Service, hub: LiveHub | None = None, *, auth: TokenAuth | None = None) -> APIRouter:
+    """The live endpoints; without `hub`, one is made and attached to `service`.
+
+    `auth` decides who may listen and who gets alerts (default: the service's
+    tokens and ``api.public_reads``, as the collector's app has them)."""
     if hub is None:
         hub = LiveHub(service)
         hub.attach()
     live = hub
+    if auth is None:
+        auth = TokenAuth(lambda: service.config.tokens, public_reads=lambda: service.config.settings.api.public_reads)
+    guard = auth
     router = APIRouter(tags=["live"])
 
     @router.websocket("/api/monitoring/websocket")
     async def websocket(websocket: WebSocket) -> None:
-        await live.serve_websocket(websocket)
+        try:
+            caller = guard.status_reader(bearer_token(websocket.headers.get("authorization")))
+        except HTTPException as exc:
+            await _deny(websocket, exc)
+            return
+        await live.serve_websocket(websocket, alerts=guard.may_read_alerts(caller))
 
     @router.get(
         "/api/monitoring/events",
@@ -642,12 +700,21 @@ def live_router(service: Service, hub: LiveHub | None = None) -> APIRouter:
     async def events(
         env: list[str] | None = Query(None, description="Only these environments (repeat, or comma-separated)"),
         workflow: list[str] | None = Query(None, description="Only these workflows (repeat, or comma-separated)"),
+        caller: Principal | None = Depends(guard.reader()),
     ) -> StreamingResponse:
         try:
             subscription = Subscription.of(env, workflow)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(live.stream(subscription), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(live.stream(subscription, alerts=guard.may_read_alerts(caller)), media_type="text/event-stream", headers=headers)
 
     return router
+
+
+async def _deny(websocket: WebSocket, exc: HTTPException) -> None:
+    """Refuse a handshake with the HTTP status where the server can send one, else close with 1008."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers))
+    else:
+        await websocket.close(1008, str(exc.detail)[:120])

@@ -15,6 +15,9 @@ With ``analytics_url`` set, ``GET /api/analytics/anomalies`` is passed through
 to the analytics worker. The page reads it from its own origin, so the worker
 needs no CORS headers and its address need not be reachable from the browser.
 Without it the route does not exist and the page hides its anomaly badges.
+The pass-through is a status read (collector/auth.py): the app passes its
+read policy in `dependencies`. The page's own files hold no data and are
+always served.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ import hashlib
 import posixpath
 from importlib.resources import files
 from importlib.resources.abc import Traversable
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 from fastapi import APIRouter, Request
+from fastapi.params import Depends
 from fastapi.responses import JSONResponse, Response
 
 __all__ = ["CONTENT_TYPES", "page_router"]
@@ -97,8 +102,9 @@ def _etags(header: str) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
 
 
-def page_router(*, analytics_url: str | None = None) -> APIRouter:
-    """The status page at ``/``, its files at ``/static/*`` and, with `analytics_url`, the anomaly pass-through."""
+def page_router(*, analytics_url: str | None = None, dependencies: Sequence[Depends] = ()) -> APIRouter:
+    """The status page at ``/``, its files at ``/static/*`` and, with `analytics_url`, the anomaly pass-through
+    (which gets `dependencies`: the app's read policy)."""
     router = APIRouter(tags=["status page"])
 
     @router.api_route("/", methods=["GET", "HEAD"], summary="The status page", response_class=Response, include_in_schema=False)
@@ -119,7 +125,7 @@ def page_router(*, analytics_url: str | None = None) -> APIRouter:
     if analytics_url:
         target = analytics_url.rstrip("/") + "/api/analytics/anomalies"
 
-        @router.get("/api/analytics/anomalies", summary="The analytics worker's anomaly scores, passed through")
+        @router.get("/api/analytics/anomalies", summary="The analytics worker's anomaly scores, passed through", dependencies=list(dependencies))
         async def anomalies() -> Any:
             try:
                 async with httpx.AsyncClient(timeout=_ANALYTICS_TIMEOUT) as client:

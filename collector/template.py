@@ -7,6 +7,13 @@ template cannot do anything a reviewer cannot see at a glance.
 
 Captured values are data: they are substituted as text and never parsed as
 templates again, so a response cannot inject ``{{ secrets.X }}``.
+
+No code runs from a template: a name is looked up whole in a flat mapping
+(``secrets.X`` is one key, not an attribute), nothing is ever called but the
+four helpers, and names of the ``__dunder__`` kind are refused at parse time
+so a Jinja-style ``{{ x.__class__.__mro__ }}`` fails with a clear error.
+Every failure, at parse or at render time, is a TemplateError
+(tests/test_fuzz_template.py holds the property).
 """
 
 from __future__ import annotations
@@ -60,7 +67,10 @@ HELPERS: dict[str, tuple[Callable[..., Any], int]] = {
 # An expression holds no braces, so "{{ a }/x {{ b }}" is a stray "{{", not one odd expression.
 _EXPR = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_CALL = re.compile(r"^([a-z_]+)\(\s*(\d*)\s*\)$")
+_CALL = re.compile(r"^([a-z_]+)\(\s*([0-9]*)\s*\)$")
+_MAX_DIGITS = 9  # int() of a long run of digits is slow, and past 4300 digits a ValueError
+_SHOWN = 80  # characters of an expression quoted in an error
+_DUNDER = re.compile(r"(^|\.)__\w*__($|\.)")
 
 
 @dataclass(frozen=True)
@@ -132,16 +142,19 @@ def _parse_expr(expr: str) -> _Ref | _Call:
         helper, arg = call.group(1), call.group(2)
         if helper not in HELPERS:
             raise TemplateError(f"unknown helper {helper}() (known: {', '.join(_signature(h) for h in HELPERS)})")
-        args = (int(arg),) if arg else ()
+        args = (int(arg) if len(arg) <= _MAX_DIGITS else 10**_MAX_DIGITS,) if arg else ()
         if len(args) > HELPERS[helper][1]:
             raise TemplateError(f"{helper}() takes no arguments")
         # Checked here so a bad length fails at load, not on every run.
         if helper == "random_string" and args and not 1 <= args[0] <= _RANDOM_STRING_MAX:
             raise TemplateError(f"random_string(n) needs 1 <= n <= {_RANDOM_STRING_MAX}")
         return _Call(helper, args)
+    shown = expr if len(expr) <= _SHOWN else expr[: _SHOWN - 3] + "..."
     if _NAME.match(expr):
+        if _DUNDER.search(expr):
+            raise TemplateError(f"{{{{ {shown} }}}}: names like __class__ are not allowed; a template reads values, never attributes")
         return _Ref(expr)
-    raise TemplateError(f"cannot parse {{{{ {expr} }}}}: use a name like {{{{ token }}}} or a helper like {{{{ uuid() }}}}")
+    raise TemplateError(f"cannot parse {{{{ {shown} }}}}: use a name like {{{{ token }}}} or a helper like {{{{ uuid() }}}}")
 
 
 def _text(value: Any) -> str:

@@ -87,7 +87,7 @@ def test_list_show_acknowledge_and_resolve(url: str, alertmanager: str, monkeypa
 def test_refusals_and_failures_are_one_clear_line(url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("FLOWPROBE_TOKEN", TOKENS["viewer"])
     assert alerts(url, "ack", "1", "-m", "mine") == 1
-    assert capsys.readouterr().err == "flowprobe alerts ack: 403: the token 'grafana' has the role viewer; this needs operator\n"
+    assert capsys.readouterr().err == "flowprobe alerts ack: 403: the token 'grafana' has the role viewer; this needs operator or admin\n"
     assert alerts(url, "show", "9") == 1
     assert capsys.readouterr().err == "flowprobe alerts show: 404: unknown alert 9\n"
     monkeypatch.setenv("FLOWPROBE_TOKEN", "x" * 20)

@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ pytestmark = pytest.mark.usefixtures("offline_environments")
 TARGET = "http://prod.test"
 WS = "/api/monitoring/websocket"
 SSE = "/api/monitoring/events"
+# Alerts go only to clients that may read them (tests/test_security.py covers the others): these tests read as a viewer.
+VIEWER_TOKEN = "viewer-token-of-the-live-tests"
 SIX = ["farm-creation", "health-check", "order-placement", "product-listing", "registration", "user-login"]
 
 
@@ -62,11 +64,12 @@ class Live:
 @contextlib.contextmanager
 def make_live(tmp_path: Path, transport: httpx.AsyncBaseTransport, **hub_options: Any) -> Iterator[Live]:
     service = Service([WORKFLOWS], data_dir=tmp_path, engine=HttpxEngine(transport), watch=False)
+    service.config = replace(service.config, tokens={VIEWER_TOKEN: ("live-tests", "viewer")})
     hub = LiveHub(service, **hub_options)
     hub.attach()
     app = FastAPI()
     app.include_router(live_router(service, hub))
-    with TestClient(app) as client:
+    with TestClient(app, headers={"Authorization": f"Bearer {VIEWER_TOKEN}"}) as client:
         yield Live(service, hub, client)
     service.store.close()
     service.alerts.store.close()
@@ -272,7 +275,7 @@ def test_a_client_whose_sends_block_is_dropped_as_dead(tmp_path: Path, target: h
     with make_live(tmp_path, target, heartbeat=0.05, send_timeout=0.2) as live:
         blocked = asyncio.Event()
 
-        async def wrapped(websocket: Any) -> None:
+        async def wrapped(websocket: Any, **options: Any) -> None:
             original = websocket.send
 
             async def send(message: Any) -> None:
@@ -281,7 +284,7 @@ def test_a_client_whose_sends_block_is_dropped_as_dead(tmp_path: Path, target: h
                 await original(message)
 
             websocket.send = send
-            await serve(websocket)
+            await serve(websocket, **options)
 
         serve = live.hub.serve_websocket
         live.hub.serve_websocket = wrapped  # type: ignore[method-assign]
