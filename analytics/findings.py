@@ -28,17 +28,17 @@ from typing import Any
 
 from analytics.forecast import LatencyForecaster
 from analytics.patterns import PatternFinder, Topology
-from analytics.predict import FailurePredictor
+from analytics.predict import ALERT_THRESHOLD, FailurePredictor
 from analytics.source import Run
 
 __all__ = ["FAILURE_ALERT", "Findings"]
 
 log = logging.getLogger("flowprobe.analytics.findings")
 
-# flowprobe_failure_probability at which a prediction counts as a warning: the threshold of the
-# generated FlowprobeFailurePredicted alert (collector.rules.FAILURE_PROBABILITY_ALERT) and of
-# bench/prediction_eval.py's precision and recall.
-FAILURE_ALERT = 0.5
+# flowprobe_failure_probability at which a prediction counts as a warning: the predictor's alert threshold,
+# that of the generated FlowprobeFailurePredicted alert (collector.rules.FAILURE_PROBABILITY_ALERT, kept equal
+# by a test) and of bench/prediction_eval.py's precision and recall.
+FAILURE_ALERT = ALERT_THRESHOLD
 
 Pair = tuple[str, str]
 

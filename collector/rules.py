@@ -133,7 +133,7 @@ ANOMALY_FOR = 10
 PREDICTED_FOR = 5
 # flowprobe_failure_probability at which FlowprobeFailurePredicted fires: the predictor's alert
 # threshold, at which bench/prediction_eval.py reports its precision and recall (ANALYTICS.md).
-FAILURE_PROBABILITY_ALERT = 0.5
+FAILURE_PROBABILITY_ALERT = 0.2
 
 
 @dataclass(frozen=True)

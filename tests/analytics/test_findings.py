@@ -129,3 +129,11 @@ def test_the_full_exposition_passes_promtool(tmp_path: Path) -> None:
         assert family + b"{" in body
     checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+
+
+def test_the_generated_alert_fires_at_the_predictors_threshold() -> None:
+    from analytics.findings import FAILURE_ALERT
+    from analytics.predict import ALERT_THRESHOLD
+    from collector.rules import FAILURE_PROBABILITY_ALERT
+
+    assert FAILURE_PROBABILITY_ALERT == ALERT_THRESHOLD == FAILURE_ALERT

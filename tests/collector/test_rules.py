@@ -202,7 +202,7 @@ def test_a_workflow_without_slos_gets_the_failing_certificate_and_analytics_aler
     anomaly, predicted = rules[2:]
     assert anomaly["expr"] == 'flowprobe_anomaly{workflow="plain", signal=~"latency|error_rate"} == 1'
     assert (anomaly["for"], anomaly["labels"]["severity"]) == ("10m", "info")
-    assert predicted["expr"] == 'flowprobe_failure_probability{workflow="plain"} >= 0.5'
+    assert predicted["expr"] == 'flowprobe_failure_probability{workflow="plain"} >= 0.2'
     assert (predicted["for"], predicted["labels"]["severity"]) == ("5m", "warning")
     assert rules[0]["labels"] == {"severity": "warning", "workflow": "plain"}  # no dependencies, no static labels
     assert rules[1]["expr"] == 'flowprobe_ssl_earliest_cert_expiry{workflow="plain"} - time() < 1209600'

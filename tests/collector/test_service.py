@@ -174,3 +174,34 @@ def test_api_workflows_and_paginated_runs(api: tuple[Service, TestClient]) -> No
     assert PROBE_PASSWORD not in client.get(f"/api/runs/{ids[0]}").text
     assert client.get("/api/workflows/nope/runs").status_code == 404
     assert client.get("/api/runs/nope").json() == {"error": "unknown run"}
+
+
+def test_the_api_server_sets_tcp_nodelay_on_accepted_connections() -> None:
+    """Without it a kept-alive client waits for a delayed ACK on every request after the first."""
+    import socket
+
+    from collector.service import ApiServer
+
+    async def scenario() -> int:
+        api = ApiServer(lambda scope, receive, send: None, "127.0.0.1", 0)
+        await api.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+            try:
+                connections = await _connections(api)
+                (transport,) = [c.transport for c in connections]
+                return transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            finally:
+                writer.close()
+                await writer.wait_closed()
+        finally:
+            await api.stop()
+
+    async def _connections(api: ApiServer) -> list:
+        for _ in range(200):  # the accept happens on the loop: poll it, with a deadline
+            if api.server.server_state.connections:
+                return list(api.server.server_state.connections)
+            await asyncio.sleep(0.01)
+        raise AssertionError("the server never accepted the connection")
+
+    assert asyncio.run(scenario()) != 0
