@@ -19,7 +19,8 @@ RUN pip wheel --wheel-dir /wheels ".[${FLOWPROBE_EXTRAS}]"
 
 FROM ${PYTHON_IMAGE}
 ARG FLOWPROBE_EXTRAS=analytics
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    XDG_CACHE_HOME=/tmp/.cache
 # Wheels come in through a build mount, not a COPY, so they are not left in a layer.
 # WeasyPrint (PDF reports) needs Pango, and a font so the PDF has readable text.
 RUN apt-get update \

@@ -5,6 +5,12 @@ Config errors must name the file, the line and the YAML path
 node tree carries line marks; this module turns it into plain Python data plus
 an index from path to line, and rejects what plain ``yaml.safe_load`` would
 silently accept, such as duplicate keys.
+
+Only plain YAML is read: a tag other than the core schema's (``!!python/...``,
+``!custom``, ``!!binary``, ``!!set``) is refused by name, never constructed;
+aliases (``*name``) are refused, so an alias bomb cannot expand; nesting
+deeper than `MAX_DEPTH` is refused before it can overflow the stack. Every
+failure is a ConfigError (tests/test_fuzz_config.py holds the property).
 """
 
 from __future__ import annotations
@@ -20,6 +26,16 @@ import yaml
 __all__ = ["ConfigError", "Document", "PathKey", "Problem", "expand_environment", "format_path", "load_document"]
 
 PathKey = tuple[str | int, ...]
+
+MAX_DEPTH = 64
+# The core schema's tags (what plain YAML resolves to without a tag written); nothing else is built.
+_CORE_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
+)
+
+
+def _shown_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
 
 
 @dataclass(frozen=True)
@@ -122,9 +138,25 @@ class _Builder:
         self.problems: list[Problem] = []
         # Tags were resolved while composing; SafeConstructor only converts scalars.
         self.scalars = yaml.constructor.SafeConstructor()
+        self.built: set[int] = set()  # nodes seen: a node met twice is an alias
+
+    def problem(self, node: yaml.Node, path: PathKey, message: str) -> None:
+        self.problems.append(Problem(self.file, node.start_mark.line + 1, format_path(path), message))
 
     def build(self, node: yaml.Node, path: PathKey) -> Any:
+        if id(node) in self.built:
+            # An alias is the anchored node itself, marked where the anchor is: report it on its key's line.
+            line = self.lines.get(path, node.start_mark.line + 1)
+            self.problems.append(Problem(self.file, line, format_path(path), "YAML aliases (*name) are not supported"))
+            return None
+        self.built.add(id(node))
         self.lines[path] = node.start_mark.line + 1
+        if node.tag not in _CORE_TAGS and node.tag != "tag:yaml.org,2002:merge":
+            self.problem(node, path, f"YAML tag {_shown_tag(node.tag)} is not supported")
+            return None
+        if len(path) > MAX_DEPTH:
+            self.problem(node, path[:2], f"nested deeper than {MAX_DEPTH} levels")
+            return None
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
@@ -145,13 +177,19 @@ class _Builder:
                         Problem(self.file, key_node.start_mark.line + 1, format_path(path + (str(key),)), f"duplicate key (first on line {first})")
                     )
                     continue
+                self.lines[path + (key,)] = key_node.start_mark.line + 1  # where an alias as its value is reported
                 out[key] = self.build(value_node, path + (key,))
                 self.lines[path + (key,)] = key_node.start_mark.line + 1
             self.lines.pop(path + ("<key>",), None)
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
-        return self.scalars.construct_object(node, deep=True)
+        try:
+            return self.scalars.construct_object(node, deep=True)
+        except Exception:  # noqa: BLE001 - core tags only reach here; their constructors fail in many ways ("!!float" alone: IndexError)
+            # "!!float abc", "!!timestamp xyz": a core tag with a value it cannot hold.
+            self.problem(node, path, f"invalid {_shown_tag(node.tag)} value {node.value!r}"[:200])
+            return None
 
 
 def _second_document_line(text: str) -> int:
@@ -173,6 +211,8 @@ def load_document(path: Path | str, text: str | None = None, *, display: str | N
             raise ConfigError([Problem(file, None, "", "file is not valid UTF-8")]) from None
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except RecursionError:  # PyYAML composes recursively: nesting in the thousands overflows it
+        raise ConfigError([Problem(file, None, "", f"invalid YAML: nested deeper than {MAX_DEPTH} levels")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

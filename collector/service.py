@@ -28,7 +28,7 @@ from collector.alerting import AlertService
 from collector.alertstore import AlertStore
 from collector.config import Config, ConfigError, Schedule, Workflow, load_config
 from collector.engine import AiohttpEngine, Engine
-from collector.live import LiveHub
+from collector.live import MAX_CLIENT_MESSAGE_BYTES, LiveHub
 from collector.log import log_run
 from collector.metrics import MetricsRenderer, State, new_registry
 from collector.report import ReportScheduler
@@ -270,7 +270,9 @@ class ApiServer:
     def __init__(self, app: object, host: str, port: int) -> None:
         self.host, self.port = host, port
         # Live messages are small and go to every client: per-message deflate would cost more than it saves.
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off", ws_per_message_deflate=False)
+        # A client's WebSocket message is cut at the live stream's own cap (live.py), before it is buffered whole.
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off", ws_per_message_deflate=False,
+                                ws_max_size=MAX_CLIENT_MESSAGE_BYTES)
         self.server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 

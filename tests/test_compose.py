@@ -176,6 +176,17 @@ def test_every_service_restarts_and_has_a_health_check(name: str) -> None:
         assert f":{_listen_port(name)}/" in test[-1], f"{name}: the health check asks the port the service listens on"
 
 
+def test_flowprobe_containers_run_with_least_privilege() -> None:
+    ours = {name: s for name, s in SERVICES.items() if str(s.get("image", "")).startswith("flowprobe:")}
+    assert set(ours) == {"target", "collector", "analytics"}
+    for name, service in ours.items():
+        assert service.get("read_only") is True, f"{name}: a read-only root file system"
+        assert service.get("cap_drop") == ["ALL"], f"{name}: no capabilities"
+        assert "no-new-privileges:true" in service.get("security_opt", []), f"{name}: no privilege gain"
+        assert "/tmp" in service.get("tmpfs", []), f"{name}: a writable /tmp (the collector assembles its config there)"
+    assert "XDG_CACHE_HOME=/tmp/.cache" in (REPO / "Dockerfile").read_text(), "fontconfig's cache must go where it can be written"
+
+
 @pytest.mark.parametrize("name", sorted(DESIGN_PORTS))
 def test_services_that_keep_data_have_a_named_volume(name: str) -> None:
     declared = set(COMPOSE["volumes"])

@@ -695,7 +695,6 @@ def test_python_tags_in_yaml_construct_nothing(tmp_path: Path, document: str) ->
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="collector/document.py must refuse YAML tags by name (the patch is in the issue 7 §4 report)")
 @pytest.mark.parametrize(
     ("value", "tag"),
     [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import httpx
@@ -205,3 +206,34 @@ def test_the_api_server_sets_tcp_nodelay_on_accepted_connections() -> None:
         raise AssertionError("the server never accepted the connection")
 
     assert asyncio.run(scenario()) != 0
+
+
+def test_the_api_server_refuses_a_websocket_message_over_the_live_streams_cap() -> None:
+    """uvicorn cuts an oversized client message itself (close 1009), before the app could buffer it."""
+    import websockets
+
+    from collector.live import MAX_CLIENT_MESSAGE_BYTES
+    from collector.service import ApiServer
+
+    async def echo(scope: dict, receive: Any, send: Any) -> None:
+        assert scope["type"] == "websocket"
+        await receive()  # connect
+        await send({"type": "websocket.accept"})
+        while (await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": "ok"})
+
+    async def scenario() -> tuple[str, int | None]:
+        api = ApiServer(echo, "127.0.0.1", 0)
+        await api.start()
+        try:
+            async with websockets.connect(f"ws://127.0.0.1:{api.port}/", max_size=None) as ws:
+                await ws.send("x" * 1000)
+                small = await ws.recv()
+                await ws.send("x" * (MAX_CLIENT_MESSAGE_BYTES + 1))
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await ws.recv()
+                return str(small), closed.value.rcvd.code if closed.value.rcvd else None
+        finally:
+            await api.stop()
+
+    assert asyncio.run(scenario()) == ("ok", 1009)
