@@ -18,10 +18,11 @@ documents every name here; they are a user contract.
 from __future__ import annotations
 
 import bisect
-import gzip
+import functools
 import math
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -71,14 +72,20 @@ class Histogram:
 
     def lines(self, name: str, labels: str) -> str:
         """The _bucket, _count and _sum lines; `labels` is the rendered label set (may be empty)."""
-        sep = "," if labels else ""
+        head = f"{name}_bucket{{{labels}{',' if labels else ''}"
         out, running = [], 0
-        for bound, count in zip((*self.bounds, math.inf), list(self.counts)):
+        for le, count in zip(_le_labels(self.bounds), list(self.counts)):
             running += count
-            out.append(f'{name}_bucket{{{labels}{sep}le="{number(bound)}"}} {running}\n')
+            out.append(f"{head}{le} {running}\n")
         braces = f"{{{labels}}}" if labels else ""
         out.append(f"{name}_count{braces} {running}\n{name}_sum{braces} {number(self.sum)}\n")
         return "".join(out)
+
+
+@functools.lru_cache(maxsize=16)
+def _le_labels(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    """'le="0.05"}' for each bound and +Inf: the same few texts on every histogram line."""
+    return tuple(f'le="{number(bound)}"}}' for bound in (*bounds, math.inf))
 
 
 def number(value: float) -> str:
@@ -120,9 +127,9 @@ class PairState:
     failure: tuple[str, str] | None = None  # (step, reason) of the last failed run, while failing
     cert_not_after: float | None = None
     steps: dict[str, StepState] = field(default_factory=dict)
-    # Bumped on every change; the renderer keeps this pair's lines until it moves.
+    # Bumped on every change; the renderer keeps this pair's lines (as bytes) until it moves.
     version: int = 0
-    rendered: tuple[int, list[str]] | None = None
+    rendered: tuple[int, list[bytes]] | None = None
 
 
 # (exposed name, type, help) of the per-pair families, in exposition order.
@@ -272,18 +279,37 @@ class State:
 
     def render(self) -> str:
         """The exposition text (format 0.0.4). Safe to call from another thread."""
-        per_pair: list[list[str]] = []
+        return b"".join(self.chunks()).decode()
+
+    def chunks(self, block: int = 1 << 20) -> Iterator[bytes]:
+        """The exposition (format 0.0.4) in pieces of about `block` bytes, in order; safe to call
+        from another thread. A pair's lines are kept, as bytes, until the pair changes: a scrape
+        renders only the pairs that ran since the last one, and the whole text is never one
+        string (at 10,000 six-step workflows it is over 100 MB)."""
+        per_pair: list[list[bytes]] = []
         for (workflow, env), pair in list(self.pairs.items()):
             version, cached = pair.version, pair.rendered
             if cached is None or cached[0] != version:
                 # Read the version first: a run recorded meanwhile bumps it, so the
                 # next scrape renders again rather than keeping stale lines.
-                cached = (version, _pair_lines(workflow, env, pair))
+                cached = (version, [piece.encode() for piece in _pair_lines(workflow, env, pair)])
                 pair.rendered = cached
             per_pair.append(cached[1])
-        out = [family(name, kind, help_text, [lines[i] for lines in per_pair]) for i, (name, kind, help_text) in enumerate(_PAIR_FAMILIES)]
+        for i, (name, kind, help_text) in enumerate(_PAIR_FAMILIES):
+            out, size = [family(name, kind, help_text, "").encode()], 0
+            for pieces in per_pair:
+                out.append(pieces[i])
+                size += len(pieces[i])
+                if size >= block:
+                    yield b"".join(out)
+                    out, size = [], 0
+            yield b"".join(out)
+        yield self._tail().encode()
+
+    def _tail(self) -> str:
+        """The families that are not per pair."""
         circuits = [f'flowprobe_circuit_open{{target="{escape_label(t)}"}} {int(s != "closed")}\n' for t, s in list(self.circuits().items())]
-        out += [
+        out = [
             family("flowprobe_circuit_open", "gauge", "1 while the circuit breaker of a target host is open or half-open.", circuits),
             family("flowprobe_scheduler_lateness_seconds", "histogram", "How late runs started after their scheduled time.",
                     self.lateness.lines("flowprobe_scheduler_lateness_seconds", "")),
@@ -340,6 +366,8 @@ class MetricsRenderer:
     """Serves /metrics: the state's text plus process metrics, gzipped when asked.
 
     Runs in a worker thread; concurrent scrapes within `max_age` share one render.
+    The gzipped body is compressed piece by piece as the state yields it, so the
+    whole text is never held for it; and only the encoding asked for is kept.
     """
 
     def __init__(self, state: State, *, max_age: float = 0.5) -> None:
@@ -348,17 +376,24 @@ class MetricsRenderer:
         self.process = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.process)
         self._lock = threading.Lock()
-        self._cached: tuple[float, bytes, bytes | None] | None = None
+        self._cached: dict[bool, tuple[float, bytes]] = {}
 
     def render(self, *, gzipped: bool = False) -> bytes:
         with self._lock:
             now = time.monotonic()
-            if self._cached is None or now - self._cached[0] >= self.max_age:
-                body = self.state.render().encode() + generate_latest(self.process)
-                self._cached = (now, body, None)
-            if not gzipped:
-                return self._cached[1]
-            if self._cached[2] is None:
-                # Level 1: most of the size win (the text is very repetitive) at a fraction of the CPU.
-                self._cached = (self._cached[0], self._cached[1], gzip.compress(self._cached[1], compresslevel=1))
-            return self._cached[2]
+            cached = self._cached.get(gzipped)
+            if cached is not None and now - cached[0] < self.max_age:
+                return cached[1]
+            self._cached.clear()  # a stale body of the other encoding is not kept either
+            body = self._gzip() if gzipped else b"".join([*self.state.chunks(), generate_latest(self.process)])
+            self._cached[gzipped] = (now, body)
+            return body
+
+    def _gzip(self) -> bytes:
+        # Level 1: most of the size win (the text is very repetitive) at a fraction of the CPU.
+        # wbits 31: a gzip member (header and CRC), as gzip.compress makes.
+        compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
+        out = [compressor.compress(chunk) for chunk in self.state.chunks()]
+        out.append(compressor.compress(generate_latest(self.process)))
+        out.append(compressor.flush())
+        return b"".join(out)
