@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from collector.analytics_api import analytics_router
 from collector.alert_api import alert_router
 from collector.apisecurity import SecurityMiddleware
 from collector.auth import ADMIN, Principal, TokenAuth
@@ -174,7 +175,8 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(dashboard_router(service, prometheus_url=service.config.settings.prometheus_url), dependencies=[status_read])
     app.include_router(live_router(service, hub=service.live, auth=auth))
     app.include_router(admin_router(service, auth))
-    # The status page at /; its anomaly badges come through the collector from the analytics worker.
-    app.include_router(page_router(analytics_url=service.analytics_url, dependencies=[status_read]))
+    # The analytics worker's findings, passed through (the status page's anomaly badges read them too).
+    app.include_router(analytics_router(lambda: service.analytics_url), dependencies=[status_read])
+    app.include_router(page_router())
     app.add_middleware(SecurityMiddleware, settings=lambda: service.config.settings)
     return app

@@ -11,10 +11,9 @@ revalidates it on each load, and an upgrade is seen at the next reload. Files
 under ``vendor/`` carry their pinned version in the path and may be kept for a
 day without asking.
 
-With ``analytics_url`` set, ``GET /api/analytics/anomalies`` is passed through
-to the analytics worker. The page reads it from its own origin, so the worker
-needs no CORS headers and its address need not be reachable from the browser.
-Without it the route does not exist and the page hides its anomaly badges.
+The page's anomaly badges read ``GET /api/analytics/anomalies`` from its own
+origin: the collector passes it through to the analytics worker
+(collector/analytics_api.py), and without a worker (a 404) the page hides them.
 The pass-through is a status read (collector/auth.py): the app passes its
 read policy in `dependencies`. The page's own files hold no data and are
 always served.
@@ -26,12 +25,8 @@ import hashlib
 import posixpath
 from importlib.resources import files
 from importlib.resources.abc import Traversable
-from collections.abc import Sequence
-from typing import Any
 
-import httpx
 from fastapi import APIRouter, Request
-from fastapi.params import Depends
 from fastapi.responses import JSONResponse, Response
 
 __all__ = ["CONTENT_TYPES", "page_router"]
@@ -59,7 +54,6 @@ _CSP = (
 )
 _COMMON = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 _VENDOR_MAX_AGE = 86400
-_ANALYTICS_TIMEOUT = 3.0
 
 
 def _static_root() -> Traversable:
@@ -102,9 +96,8 @@ def _etags(header: str) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
 
 
-def page_router(*, analytics_url: str | None = None, dependencies: Sequence[Depends] = ()) -> APIRouter:
-    """The status page at ``/``, its files at ``/static/*`` and, with `analytics_url`, the anomaly pass-through
-    (which gets `dependencies`: the app's read policy)."""
+def page_router() -> APIRouter:
+    """The status page at ``/`` and its files at ``/static/*``."""
     router = APIRouter(tags=["status page"])
 
     @router.api_route("/", methods=["GET", "HEAD"], summary="The status page", response_class=Response, include_in_schema=False)
@@ -121,19 +114,5 @@ def page_router(*, analytics_url: str | None = None, dependencies: Sequence[Depe
         if node is None:
             return JSONResponse({"error": "not found"}, status_code=404)
         return _serve(request, node, posixpath.normpath(path))
-
-    if analytics_url:
-        target = analytics_url.rstrip("/") + "/api/analytics/anomalies"
-
-        @router.get("/api/analytics/anomalies", summary="The analytics worker's anomaly scores, passed through", dependencies=list(dependencies))
-        async def anomalies() -> Any:
-            try:
-                async with httpx.AsyncClient(timeout=_ANALYTICS_TIMEOUT) as client:
-                    response = await client.get(target)
-                response.raise_for_status()
-                return JSONResponse(response.json(), headers={"Cache-Control": "no-store"})
-            except (httpx.HTTPError, ValueError) as exc:
-                # The worker's address is configuration, not a secret, but the page has no use for it.
-                return JSONResponse({"error": f"the analytics worker did not answer ({type(exc).__name__})"}, status_code=502)
 
     return router

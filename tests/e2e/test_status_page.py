@@ -37,6 +37,7 @@ from fastapi import FastAPI
 from starlette.routing import Match
 
 from collector.api import create_app
+from collector.analytics_api import analytics_router
 from collector.page import page_router
 from collector.service import ApiServer, Service
 from collector.target import create_app as create_target
@@ -294,22 +295,29 @@ def test_page_and_its_files_are_served_with_types_and_cache_headers(stack: Stack
 
 
 def test_analytics_pass_through(stack: Stack) -> None:
-    """With analytics_url the page reads the worker's anomalies from its own origin; 502 when the worker is away."""
+    """With analytics_url the collector passes the worker's findings through, query and status included; 502 when it is away."""
     worker = FastAPI()
     scores = {"threshold": 0.9, "source": "history", "last_run": time.time(),
               "items": [{"workflow": "health-check", "env": "prod", "signal": "latency", "score": 0.97, "anomaly": True, "value": 0.3, "at": time.time()}]}
     worker.get("/api/analytics/anomalies")(lambda: scores)
+    worker.get("/api/analytics/incidents")(lambda open: {"open_only": open, "items": []})
     with serve_in_thread(worker) as worker_url:
         app = FastAPI()
-        app.include_router(page_router(analytics_url=worker_url))
+        app.include_router(analytics_router(lambda: worker_url))
         with serve_in_thread(app) as page_url:
             assert httpx.get(f"{page_url}/api/analytics/anomalies").json() == scores
+            assert httpx.get(f"{page_url}/api/analytics/incidents", params={"open": "true"}).json() == {"open_only": "true", "items": []}
+            missing = httpx.get(f"{page_url}/api/analytics/incidents")  # the worker's own 422 for a missing parameter
+            assert missing.status_code == 422
+            assert httpx.get(f"{page_url}/api/analytics/predictions").status_code == 404  # this worker has no such route
     app = FastAPI()
-    app.include_router(page_router(analytics_url=f"http://127.0.0.1:{free_port()}"))
+    app.include_router(analytics_router(lambda: f"http://127.0.0.1:{free_port()}"))
     with serve_in_thread(app) as page_url:
-        assert httpx.get(f"{page_url}/api/analytics/anomalies").status_code == 502
-    # The collector of these tests has no analytics_url: no such route, and the page hides its badges.
-    assert httpx.get(f"{stack.base}/api/analytics/anomalies").status_code == 404
+        away = httpx.get(f"{page_url}/api/analytics/anomalies")
+        assert away.status_code == 502 and "127.0.0.1" not in away.text
+    # The collector of these tests has no analytics_url: 404 with the reason, and the page hides its badges.
+    none = httpx.get(f"{stack.base}/api/analytics/anomalies")
+    assert none.status_code == 404 and "analytics_url" in none.json()["error"]
 
 
 # ---------------------------------------------------------------- in the browser
