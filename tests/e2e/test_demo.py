@@ -46,6 +46,15 @@ def test_demo_runs_the_workflows_and_stops_on_ctrl_c(tmp_path: Path) -> None:
 
         wait_until(health_checks, timeout=40, interval=0.5, what="health-check to pass in all three environments")
         assert httpx.get(f"http://127.0.0.1:{target_port + 1}/health").json()["status"] == "ok"
+
+        # The analytics worker's findings, through the collector: forecasts once pairs have run twice.
+        def forecasts() -> list[dict] | None:
+            items = httpx.get(f"{base}/api/analytics/predictions", timeout=5).json()["items"]
+            return items if any(i["latency_forecast_seconds"] for i in items) else None
+
+        wait_until(forecasts, timeout=40, interval=0.5, what="latency forecasts from the demo's analytics worker")
+        incidents = httpx.get(f"{base}/api/analytics/incidents", params={"open": "true"}, timeout=5)
+        assert incidents.status_code == 200 and isinstance(incidents.json()["items"], list)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     output = log.read_text()
