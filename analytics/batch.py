@@ -32,18 +32,18 @@ __all__ = ["partition_of", "score_frame", "score_in_chunks", "score_with_dask"]
 Z_COLUMN = "robust_z"
 
 
-def _key_strings(frame: pandas.DataFrame, key_cols: Sequence[str]) -> pandas.Series:
-    keys = frame[list(key_cols)].astype(str)
-    return keys.agg("\x00".join, axis=1) if len(key_cols) > 1 else keys[key_cols[0]]
-
-
 def partition_of(frame: pandas.DataFrame, key_cols: Sequence[str], partitions: int) -> np.ndarray:
-    """The partition (0..partitions-1) of each row's series: crc32 of the key, stable across runs and machines."""
+    """The partition (0..partitions-1) of each row's series: crc32 of the key, stable across runs and machines.
+
+    The rows are grouped by hash first (pandas' own), so crc32 runs once per series, not once per row.
+    """
     if partitions < 1:
         raise ValueError(f"partitions must be at least 1, got {partitions}")
-    uniques, inverse = np.unique(_key_strings(frame, key_cols).to_numpy(), return_inverse=True)
-    hashes = np.fromiter((zlib.crc32(key.encode()) for key in uniques), dtype=np.uint64, count=len(uniques))
-    return (hashes % partitions).astype(np.int64)[inverse]
+    key_cols = list(key_cols)
+    codes = frame.groupby(key_cols, sort=False).ngroup().to_numpy()  # numbered in order of first appearance
+    firsts = frame[key_cols].drop_duplicates().astype(str).to_numpy()  # the same order
+    hashes = np.fromiter((zlib.crc32("\x00".join(row).encode()) for row in firsts), dtype=np.uint64, count=len(firsts))
+    return (hashes % partitions).astype(np.int64)[codes]
 
 
 def score_frame(frame: Any, key_cols: Sequence[str], value_col: str, time_col: str, window: int) -> Any:
