@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from analytics.forecast import LatencyForecaster
+from analytics.guarded import Guarded
 from analytics.patterns import PatternFinder, Topology
 from analytics.predict import ALERT_THRESHOLD, FailurePredictor
 from analytics.source import Run
@@ -43,7 +44,7 @@ FAILURE_ALERT = ALERT_THRESHOLD
 Pair = tuple[str, str]
 
 
-class Findings:
+class Findings(Guarded):
     """The predictor, the forecaster and the pattern finder, fed together; each may be left out (None)."""
 
     def __init__(
@@ -60,22 +61,13 @@ class Findings:
         self.alert_at = alert_at
         self.last_t: dict[Pair, float] = {}  # time of the last run learned, per pair
         self.runs_total = 0
-        self._lock = threading.Lock()
+        Guarded.__init__(self)
 
     @classmethod
     def default(cls) -> Findings:
         return cls(FailurePredictor(), LatencyForecaster(), PatternFinder())
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    def locked(self) -> threading.Lock:
+    def locked(self) -> threading.RLock:
         """Hold it to read or pickle the models while nothing learns (``with findings.locked(): ...``)."""
         return self._lock
 

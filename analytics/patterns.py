@@ -93,7 +93,6 @@ import bisect
 import cmath
 import math
 import re
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -101,6 +100,7 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
 
+from analytics.guarded import Guarded
 from analytics.source import Run
 
 __all__ = ["KINDS", "PatternFinder", "Topology", "find_period"]
@@ -348,7 +348,7 @@ class _Cause:
 # ---------------------------------------------------------------- the finder
 
 
-class PatternFinder:
+class PatternFinder(Guarded):
     """Recurring failures, correlations, cascades and incidents with ranked root causes.
 
     >>> finder = PatternFinder(Topology({"health-check": (), "user-login": ("health-check",)}))
@@ -392,18 +392,7 @@ class PatternFinder:
         self._onset_index: list[tuple[float, str, str]] = []  # recent onsets (t, workflow, env), sorted
         self._co: dict[tuple[Pair, Pair], _CoOccurrence] = {}
         self._hosts: dict[str, dict[Pair, float]] = {}  # host -> pair -> last run that reached it
-        self._lock = threading.RLock()
-
-    # ------------------------------------------------------------ pickling (the lock stays behind)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.RLock()
+        Guarded.__init__(self)  # self._lock: the API reads while the worker's thread learns
 
     # ------------------------------------------------------------ learning
 
