@@ -20,7 +20,7 @@ import os
 import random
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -102,6 +102,17 @@ class Runner:
 
     def forget_compiled(self) -> None:
         self._compiled.clear()
+
+    def prepare(self, workflows: Iterable[Workflow]) -> None:
+        """Compile every step's templates now rather than at its first run: at start they are
+        then among what the service freezes out of the garbage collector's full collections
+        (at 10,000 six-step workflows, 45% of the objects those collections walked)."""
+        for workflow in workflows:
+            for step in workflow.steps:
+                try:
+                    self._compile(step)
+                except TemplateError:
+                    pass  # its run reports it, as before
 
     async def run(self, config: Config, workflow: Workflow, env: str) -> RunResult:
         started_wall, started = self.wall_clock(), self.clock()

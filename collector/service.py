@@ -122,6 +122,7 @@ class Service:
         self.breakers.configure(config.circuit_breaker.failures, config.circuit_breaker.cool_down)
         self.store.configure(runs_per_pair=config.history.runs_per_pair, max_age=config.history.max_age)
         self.runner.forget_compiled()
+        self.runner.prepare(pairs.values())
         schedules: dict[Pair, Schedule] = {pair: wf.schedule for pair, wf in pairs.items()}
         self.scheduler.apply(schedules)
 
@@ -201,6 +202,8 @@ class Service:
         await self.alerts.start()
         self.reports.start()
         self.live.attach()
+        # /metrics is rendered on this loop, in slices between the probes (collector/metrics.py says why).
+        self.metrics.loop = asyncio.get_running_loop()
         # Everything built so far lives as long as the process: keep it out of the
         # collector's full collections, which otherwise pause the loop (and the probes).
         gc.freeze()
