@@ -316,3 +316,26 @@ def test_a_real_prometheus_gives_the_three_signals_and_a_dead_one_an_error(tmp_p
     dead = PrometheusSource(url, step=1.0, settle=0)
     with pytest.raises(SourceError, match="cannot be reached"):
         asyncio.run(read_once(dead))
+
+
+def test_prometheus_gives_the_topology_from_workflow_info_and_step_series() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        query = dict(httpx.QueryParams(request.content.decode()))["query"]
+        if query == "flowprobe_workflow_info":
+            result = [{"metric": {"__name__": "flowprobe_workflow_info", "workflow": "order-placement", "env": "prod", "team": "shop",
+                                  "dependencies": ",health-check,user-login,"}, "values": [[T0, "1"]]},
+                      {"metric": {"__name__": "flowprobe_workflow_info", "workflow": "health-check", "env": "prod"}, "values": [[T0, "1"]]}]
+        else:
+            assert "flowprobe_step_success" in query
+            result = [{"metric": {"workflow": "order-placement", "step": step}, "values": [[T0, "1"]]} for step in ("login", "place-order")]
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": result}})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    source = PrometheusSource("http://prometheus:9090", client=client, clock=lambda: T0)
+    try:
+        topology = asyncio.run(source.topology())
+    finally:
+        asyncio.run(client.aclose())
+    assert topology.upstream("order-placement") == {"health-check", "user-login"}
+    assert topology.upstream("health-check") == frozenset()
+    assert topology.steps["order-placement"] == ("login", "place-order")
