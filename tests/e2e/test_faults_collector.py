@@ -111,7 +111,7 @@ def test_sigkill_mid_run_keeps_the_history_and_a_restart_resumes(tmp_path: Path,
                    and runs_total(scrape(base), "steady") >= 6, timeout=30, what="a few runs of every workflow")
         committed = {r["run_id"]: r for w in WORKFLOWS for r in api_runs(base, w)}
         before = scrape(base)
-        wait_until(lambda: app.count > 0, what="a run in flight at the target")
+        wait_until(lambda: app.count > 0, timeout=60, what="a run in flight at the target")
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=10) == -signal.SIGKILL
     assert (data / "history.sqlite3-wal").exists()  # killed: the WAL was not checkpointed away
