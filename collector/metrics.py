@@ -391,7 +391,7 @@ class MetricsRenderer:
     """
 
     def __init__(self, state: State, *, max_age: float = 0.5, loop: asyncio.AbstractEventLoop | None = None,
-                 slice_s: float = 0.004) -> None:
+                 slice_s: float = 0.008) -> None:
         self.state = state
         self.max_age = max_age
         self.loop = loop
