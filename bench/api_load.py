@@ -3,7 +3,8 @@
 Run from the repository root::
 
     .venv/bin/python -m bench.api_load                    # six demo workflows x 3 envs, 1000 runs each
-    .venv/bin/python -m bench.api_load --pairs 1000       # 1000 generated pairs, 100 runs each
+    .venv/bin/python -m bench.api_load --pairs 1000       # 1000 generated pairs (250 workflows x 4 envs), 100 runs each
+    .venv/bin/python -m bench.api_load --pairs 1000 --envs 1   # 1000 workflows in one environment
     .venv/bin/python -m bench.api_load --json             # one JSON object on stdout
 
 What runs
@@ -78,8 +79,8 @@ PROBE_ENV = {"FLOWPROBE_PROBE_EMAIL": "bench@flowprobe.local", "FLOWPROBE_PROBE_
 # ---------------------------------------------------------------- the config and its history
 
 
-def write_config(directory: Path, pairs: int | None, runs: int, span: float) -> Path:
-    """The demo workflows (pairs None), or generated ones: pairs / 4 workflows in 4 environments."""
+def write_config(directory: Path, pairs: int | None, runs: int, span: float, envs: int = 4) -> Path:
+    """The demo workflows (pairs None), or generated ones: pairs / envs workflows in `envs` environments."""
     directory.mkdir(parents=True, exist_ok=True)
     history = f"history: {{runs_per_pair: {max(runs, 1000)}, max_age: {int(span + 86400)}s}}\n"
     if pairs is None:
@@ -89,7 +90,7 @@ def write_config(directory: Path, pairs: int | None, runs: int, span: float) -> 
                 text = text.replace("history: {runs_per_pair: 1000, max_age: 7d}", history.strip())
             (directory / source.name).write_text(text)
         return directory
-    envs = 4 if pairs >= 4 else 1
+    envs = max(1, min(envs, pairs))
     environments = "".join(f"  env{e}: {{base_url: 'http://env{e}.bench.invalid'}}\n" for e in range(envs))
     (directory / "environments.yaml").write_text(f"environments:\n{environments}{history}")
     for index in range(math.ceil(pairs / envs)):
@@ -326,7 +327,7 @@ def format_table(report: dict[str, Any]) -> str:
     r = report
     lines = [
         f"dashboard overview under load: {r['users']} users x {r['requests_per_user']} requests, "
-        f"{r['pairs']} pairs, {r['runs_seeded']} runs in the history ({r['source']})",
+        f"{r['pairs']} pairs ({r['setup']['envs']} environment(s)), {r['runs_seeded']} runs in the history ({r['source']})",
         f"  cold (computes the overview)   {r['cold_ms']:8.1f} ms",
         f"  warm p50 / p95 / p99 / max     {r['p50_ms']:8.1f} / {r['p95_ms']:.1f} / {r['p99_ms']:.1f} / {r['max_ms']:.1f} ms",
         f"  in the API (server side) p50 / p95 {r['server_p50_ms']:5.2f} / {r['server_p95_ms']:.2f} ms",
@@ -347,6 +348,7 @@ def format_table(report: dict[str, Any]) -> str:
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.api_load", description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--pairs", type=int, help="generated (workflow, env) pairs (default: the six demo workflows x 3 environments)")
+    parser.add_argument("--envs", type=int, default=4, help="environments of the generated pairs (default 4; 1: --pairs workflows)")
     parser.add_argument("--runs", type=int, help="runs per pair in the history (default: 1000 for the demo, 100 generated)")
     parser.add_argument("--span", default="7d", help="the history spans this far back (default 7d)")
     parser.add_argument("--users", type=int, default=100, help="concurrent users (default 100)")
@@ -355,6 +357,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--path", default=OVERVIEW, help=f"what the users GET (default {OVERVIEW})")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
+    if args.envs < 1:
+        parser.error("--envs must be positive")
     if (args.processes is not None and args.processes < 1) or (args.pairs is not None and args.pairs < 1) or args.users < 1 or args.requests < 1 or (args.runs is not None and args.runs < 1):
         parser.error("--pairs, --runs, --users and --requests must be positive")
     return args
@@ -373,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"... {message}", file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="flowprobe-api-load-") as workdir:
-        config_dir = write_config(Path(workdir) / "config", args.pairs, runs, span)
+        config_dir = write_config(Path(workdir) / "config", args.pairs, runs, span, args.envs)
         progress(f"seeding {runs} runs per pair")
         seeded = seed_history(config_dir, Path(workdir) / "data", runs, span)
         api = ApiProcess(config_dir, Path(workdir) / "data", api_cpu)
@@ -401,6 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "server_cpu_percent": 100 * figures.pop("server_cpu_s") / wall,
         "client_cpu_percent": 100 * figures.pop("client_cpu_s") / wall,
         "setup": {
+            "envs": args.envs if args.pairs is not None else 3,
             "api_cpu": api_cpu,
             "client_cpus": client_cpus,
             "cpus_online": os.cpu_count(),

@@ -347,7 +347,7 @@ async def measure_scrape(config_dir: Path, *, samples: int, concurrency: int = 1
             warm_ms.append(timed(service.state.render)[0])
             body = text.encode()
 
-        service.metrics = MetricsRenderer(service.state, max_age=0)  # every scrape renders
+        service.metrics = MetricsRenderer(service.state, max_age=0, loop=asyncio.get_running_loop())  # every scrape renders
         api = ApiServer(create_app(service), HOST, 0)
         await api.start()
         scrape_ms: dict[str, list[float]] = {"identity": [], "gzip": []}
