@@ -64,7 +64,6 @@ import asyncio
 import gc
 import json
 import logging
-import math
 import multiprocessing
 import os
 import resource
@@ -78,6 +77,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+if __package__ in (None, ""):  # run as a file (make bench): make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import CLOCK_TICKS, cell, jsonable, percentile, summarise  # noqa: E402
+
 if TYPE_CHECKING:
     from collector.result import RunResult
     from collector.service import Service
@@ -85,7 +89,7 @@ if TYPE_CHECKING:
 # The collector is imported inside the functions that use it: the target
 # process re-imports this module (spawn) and should stay a bare asyncio server.
 
-__all__ = ["main"]
+__all__ = ["CLOCK_TICKS", "Target", "main", "write_config"]
 
 HOST = "127.0.0.1"
 BODY = b'{"status":"ok","items":[{"id":1,"name":"kale"},{"id":2,"name":"eggs"}]}'
@@ -95,7 +99,6 @@ RESPONSE = (
     + b"\r\n\r\n"
     + BODY
 )
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------- the target (its own process)
@@ -230,14 +233,6 @@ class Tally:
             original(seconds)
 
         return observe
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile; NaN when there are no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
 
 
 def _reset_peak_rss() -> bool:
@@ -424,26 +419,6 @@ ROWS = (
 )
 
 
-def summarise(repeats: list[dict[str, float]]) -> dict[str, Any]:
-    """The median of each figure, its min and max, and every repetition."""
-    summary: dict[str, Any] = {}
-    spread: dict[str, list[float]] = {}
-    for key in repeats[0]:
-        values = [r[key] for r in repeats]
-        summary[key] = statistics.median(values)
-        spread[key] = [min(values), max(values)]
-    summary["spread"] = spread
-    summary["repeats"] = repeats
-    return summary
-
-
-def _cell(fmt: str, median: float, low: float, high: float) -> str:
-    text = fmt.format(median)
-    if low != high:
-        text += f" ({fmt.format(low)}-{fmt.format(high)})"
-    return text
-
-
 def format_table(report: dict[str, Any]) -> str:
     setup = report["setup"]
     lines = [
@@ -459,7 +434,7 @@ def format_table(report: dict[str, Any]) -> str:
         header = ["", *(f"{s.title}: {r['workflows']} x {s.steps} every {r['interval_s']:g}s" for s, r in scenarios)]
         rows = [header]
         for key, label, fmt in ROWS:
-            rows.append([label, *(_cell(fmt, r[key], *r["spread"][key]) for _, r in scenarios)])
+            rows.append([label, *(cell(fmt, r[key], *r["spread"][key]) for _, r in scenarios)])
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         for n, row in enumerate(rows):
             lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
@@ -575,21 +550,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeat": args.repeat,
     }
     if args.json:
-        print(json.dumps(_jsonable(report), separators=(",", ":"), allow_nan=False))
+        print(json.dumps(jsonable(report), separators=(",", ":"), allow_nan=False))
     else:
         print(format_table(report))
     return 0
-
-
-def _jsonable(value: Any) -> Any:
-    """Floats to 4 decimals; NaN (a figure with no samples) becomes null, as JSON has no NaN."""
-    if isinstance(value, float):
-        return None if value != value else round(value, 4)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 if __name__ == "__main__":

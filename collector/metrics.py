@@ -97,9 +97,14 @@ def _le_labels(bounds: tuple[float, ...]) -> tuple[str, ...]:
 def number(value: float) -> str:
     if isinstance(value, int):
         return str(value)
-    if math.isinf(value):
+    if value != value:
+        return "NaN"
+    if value == _INF or value == -_INF:
         return "+Inf" if value > 0 else "-Inf"
-    return "NaN" if math.isnan(value) else repr(value)
+    return repr(value)
+
+
+_INF = math.inf
 
 
 def escape_label(value: str) -> str:
@@ -172,12 +177,12 @@ def _pair_lines(workflow: str, env: str, pair: PairState) -> list[str]:
         step_duration.append(state.duration.lines("flowprobe_step_duration_seconds", step_key))
         if state.success is not None:
             step_success.append(f"flowprobe_step_success{{{step_key}}} {state.success}\n")
-        phases.extend(
-            f'flowprobe_step_phase_seconds{{{step_key},phase="{name}"}} {number(state.phases[name])}\n'
-            for name in PHASES
-            if name in state.phases
-        )
-        failures.extend(f'flowprobe_step_failures_total{{{step_key},reason="{r}"}} {n}\n' for r, n in list(state.failures.items()))
+        timings = state.phases
+        for name in PHASES:
+            if name in timings:
+                phases.append(f'flowprobe_step_phase_seconds{{{step_key},phase="{name}"}} {number(timings[name])}\n')
+        if state.failures:
+            failures.extend(f'flowprobe_step_failures_total{{{step_key},reason="{r}"}} {n}\n' for r, n in list(state.failures.items()))
     return [
         success,
         last,
