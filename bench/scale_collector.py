@@ -333,9 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     report = measure(args)
     if args.json:
-        print(json.dumps(jsonable(report), separators=(",", ":"), allow_nan=False))
+        print(json.dumps(jsonable(report), separators=(",", ":"), allow_nan=False), flush=True)
     else:
-        print(format_table(report))
+        print(format_table(report), flush=True)
     return 0
 
 

@@ -394,9 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     report = run(args)
     if args.json:
-        print(json.dumps(jsonable(report), separators=(",", ":"), allow_nan=False))
+        print(json.dumps(jsonable(report), separators=(",", ":"), allow_nan=False), flush=True)
     else:
-        print(format_table(report))
+        print(format_table(report), flush=True)
     return 0
 
 

@@ -22,10 +22,11 @@ import bisect
 import concurrent.futures
 import functools
 import math
+import queue
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -386,13 +387,16 @@ class MetricsRenderer:
     encoding asked for is kept. The gzipped body is compressed piece by piece
     as the state yields it, so the whole text is never held for it.
 
-    With `loop` set (the service sets its own), the work is done on that loop
-    in slices of about `slice_s` seconds, between the probes' callbacks,
-    while the worker thread only waits. Done in the worker thread, it
-    competed with the loop for the GIL: every system call of the loop handed
-    the GIL to the render, and getting it back cost up to the 5 ms switch
-    interval. At 10,000 six-step workflows (bench/scale_collector.py) that
-    made a scrape take seconds and tripled the probes' lateness p99.
+    With `loop` set (the service sets its own), the state's text is made on
+    that loop in slices of about `slice_s` seconds, between the probes'
+    callbacks, and handed over slice by slice to the worker thread, which
+    compresses and joins (zlib and a large bytes.join let go of the GIL, so
+    with a second core that part runs beside the loop). Made in the worker
+    thread, the text competed with the loop for the GIL: every system call of
+    the loop handed the GIL to the render, and getting it back cost up to the
+    5 ms switch interval. At 10,000 six-step workflows
+    (bench/scale_collector.py) that made a scrape take seconds and tripled the
+    probes' lateness p99.
     """
 
     def __init__(self, state: State, *, max_age: float = 0.5, loop: asyncio.AbstractEventLoop | None = None,
@@ -420,36 +424,53 @@ class MetricsRenderer:
     def _render(self, gzipped: bool) -> bytes:
         loop = self.loop
         if loop is not None and loop.is_running() and _running_loop() is not loop:
-            future = asyncio.run_coroutine_threadsafe(self._render_in_slices(gzipped), loop)
+            handed: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
+            future = asyncio.run_coroutine_threadsafe(self._text_in_slices(handed), loop)
             try:
-                # Joined here, not on the loop: bytes.join lets go of the GIL to copy a large result.
-                return b"".join(future.result(timeout=120))
-            except (RuntimeError, concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+                return self._encode(_received(handed, future), gzipped)
+            except (RuntimeError, queue.Empty, concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
                 future.cancel()  # the loop is stopping or stuck: render here instead
-        return b"".join(self._pieces(gzipped))
+        return self._encode(([chunk] for chunk in self.state.chunks()), gzipped)
 
-    async def _render_in_slices(self, gzipped: bool) -> list[bytes]:
-        out: list[bytes] = []
-        until = time.perf_counter() + self.slice_s
-        for piece in self._pieces(gzipped):
-            out.append(piece)
-            if time.perf_counter() >= until:
-                await asyncio.sleep(0)
-                until = time.perf_counter() + self.slice_s
-        return out
+    async def _text_in_slices(self, handed: queue.SimpleQueue[list[bytes] | None]) -> None:
+        """On the loop: the state's text, handed over once per slice."""
+        try:
+            batch: list[bytes] = []
+            until = time.perf_counter() + self.slice_s
+            for chunk in self.state.chunks():
+                if chunk:
+                    batch.append(chunk)
+                if time.perf_counter() >= until:
+                    if batch:
+                        handed.put(batch)
+                        batch = []
+                    await asyncio.sleep(0)
+                    until = time.perf_counter() + self.slice_s
+            if batch:
+                handed.put(batch)
+        finally:
+            handed.put(None)
 
-    def _pieces(self, gzipped: bool) -> Iterator[bytes]:
+    def _encode(self, batches: Iterable[list[bytes]], gzipped: bool) -> bytes:
         if not gzipped:
-            yield from self.state.chunks()
-            yield generate_latest(self.process)
-            return
+            return b"".join([chunk for batch in batches for chunk in batch] + [generate_latest(self.process)])
         # Level 1: most of the size win (the text is very repetitive) at a fraction of the CPU.
-        # wbits 31: a gzip member (header and CRC), as gzip.compress makes.
+        # wbits 31: a gzip member (header and CRC), as gzip.compress makes. One call per batch:
+        # each call takes the GIL back from a busy loop, which can cost a switch interval.
         compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
-        for chunk in self.state.chunks():
-            yield compressor.compress(chunk)
-        yield compressor.compress(generate_latest(self.process))
-        yield compressor.flush()
+        out = [compressor.compress(batch[0] if len(batch) == 1 else b"".join(batch)) for batch in batches]
+        out.append(compressor.compress(generate_latest(self.process)))
+        out.append(compressor.flush())
+        return b"".join(out)
+
+
+def _received(handed: queue.SimpleQueue[list[bytes] | None], future: concurrent.futures.Future[None],
+              timeout: float = 120.0) -> Iterator[list[bytes]]:
+    """The batches of chunks the loop hands over, until it is done; its error, if it had one, is raised here."""
+    deadline = time.monotonic() + timeout
+    while (batch := handed.get(timeout=max(0.0, deadline - time.monotonic()))) is not None:
+        yield batch
+    future.result(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

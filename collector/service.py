@@ -128,7 +128,9 @@ class Service:
         self.breakers.configure(config.circuit_breaker.failures, config.circuit_breaker.cool_down)
         self.store.configure(runs_per_pair=config.history.runs_per_pair, max_age=config.history.max_age)
         self.runner.forget_compiled()
-        self.runner.prepare(pairs.values())
+        if not self.ready:
+            # At start, before the GC freeze (see start); after a reload, steps compile at their first run.
+            self.runner.prepare(pairs.values())
         schedules: dict[Pair, Schedule] = {pair: wf.schedule for pair, wf in pairs.items()}
         self.scheduler.apply(schedules)
 
