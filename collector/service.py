@@ -19,8 +19,9 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import uvicorn
 
@@ -39,9 +40,10 @@ from collector.scheduler import Pair, Scheduler, Shard
 from collector.sink import InfluxSink
 from collector.store import HistoryStore
 
-__all__ = ["ApiServer", "Service"]
+__all__ = ["ApiServer", "Service", "run_event_loop"]
 
 log = logging.getLogger("flowprobe.collector")
+_T = TypeVar("_T")
 
 # The garbage collector's thresholds while the service runs (Python's are 700, 10, 10): a young
 # collection every 20,000 net allocations instead of 700, so a run's objects die young instead
@@ -318,6 +320,21 @@ class ApiServer:
         self.server.should_exit = True
         if self._task is not None:
             await self._task
+
+
+def run_event_loop(main: Coroutine[Any, Any, _T]) -> _T:
+    """`asyncio.run`, on uvloop where it is installed, else on asyncio's own loop.
+
+    Measured here (bench/vs_blackbox.py, bench/scale_collector.py), uvloop takes
+    about a quarter less CPU per run, and at 10,000 six-step workflows on one
+    core it kept scheduling lateness p99 at 34 ms where asyncio's loop let it
+    reach 685 ms.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 @contextlib.contextmanager
