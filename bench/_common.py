@@ -23,6 +23,7 @@ load generator) that imports it stays light.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import math
 import multiprocessing
@@ -35,17 +36,21 @@ import sys
 import tempfile
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "BODY",
     "CLOCK_TICKS",
     "CollectorProcess",
     "HOST",
+    "LOOPS",
     "Nginx",
+    "add_loop_argument",
+    "check_loop",
+    "run_on",
     "cell",
     "cores",
     "free_port",
@@ -192,6 +197,35 @@ def _children(pid: int) -> list[int]:
 # ---------------------------------------------------------------- the collector in its own process
 
 
+
+_T = TypeVar("_T")
+
+LOOPS = ("asyncio", "uvloop")
+
+
+def add_loop_argument(parser: argparse.ArgumentParser) -> None:
+    """--loop, defaulting to uvloop as `flowprobe run` does (collector.service.run_event_loop)."""
+    parser.add_argument("--loop", choices=LOOPS, default="uvloop",
+                        help="the collector's event loop (default uvloop, as `flowprobe run` uses; asyncio to compare)")
+
+
+def check_loop(parser: argparse.ArgumentParser, loop: str) -> None:
+    if loop == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            parser.error("--loop uvloop: uvloop is not installed (pip install uvloop, or --loop asyncio)")
+
+
+def run_on(loop: str, main: Coroutine[Any, Any, _T]) -> _T:
+    """`main` on the named event loop: uvloop as `flowprobe run` runs it, or asyncio's own."""
+    if loop == "uvloop":
+        from collector.service import run_event_loop
+
+        return run_event_loop(main)
+    return asyncio.run(main)
+
+
 def _collector_main(config_dir: str, data_dir: str, cores: list[int] | None, loop: str, conn: Connection) -> None:
     if cores:
         os.sched_setaffinity(0, set(cores))  # before any thread starts: its threads inherit it
@@ -199,11 +233,7 @@ def _collector_main(config_dir: str, data_dir: str, cores: list[int] | None, loo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("flowprobe.run").setLevel(logging.ERROR)  # per-run lines off: counted, not formatted
-    if loop == "uvloop":
-        import uvloop
-
-        uvloop.install()
-    asyncio.run(_collector_serve(config_dir, data_dir, conn))
+    run_on(loop, _collector_serve(config_dir, data_dir, conn))
 
 
 async def _collector_serve(config_dir: str, data_dir: str, conn: Connection) -> None:
@@ -257,7 +287,7 @@ async def _collector_serve(config_dir: str, data_dir: str, conn: Connection) -> 
 class CollectorProcess:
     """The real collector and its API in a child process; see the module docstring."""
 
-    def __init__(self, config_dir: Path, data_dir: Path, *, cores: list[int] | None = None, loop: str = "asyncio", timeout: float = 600) -> None:
+    def __init__(self, config_dir: Path, data_dir: Path, *, cores: list[int] | None = None, loop: str = "uvloop", timeout: float = 600) -> None:
         context = multiprocessing.get_context("spawn")  # no inherited loop, threads or sockets
         self.conn, child = context.Pipe()
         self.process = context.Process(

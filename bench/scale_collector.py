@@ -15,7 +15,8 @@ What runs
   runner, aiohttp engine (a fresh connection per run, kept across the run's
   steps), SQLite history and metrics state, and its API under uvicorn, as
   ``flowprobe run`` serves them. It is pinned to the first CPU
-  (``--collector-cpus`` to change that), on asyncio or ``--loop uvloop``.
+  (``--collector-cpus`` to change that), on uvloop as ``flowprobe run`` runs it
+  (``--loop asyncio`` to compare).
 - **The workflows** are generated files: ``--workflows`` workflows of
   ``--steps`` steps every ``--interval`` seconds, each step a GET of a
   templated URL with ``status: 200`` and one JSONPath assertion
@@ -67,7 +68,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import CollectorProcess, Nginx, cores, jsonable, percentile, progress, proc_rss_kib, table  # noqa: E402
+from bench._common import CollectorProcess, Nginx, add_loop_argument, check_loop, cores, jsonable, percentile, progress, proc_rss_kib, table  # noqa: E402
 
 __all__ = ["main", "measure"]
 
@@ -325,17 +326,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--windows", type=int, default=2, help="pairs of (quiet, scraped) windows (default 2)")
     parser.add_argument("--scrape-interval", type=float, default=15.0, help="seconds between scrapes in scraped windows (default 15)")
     parser.add_argument("--no-gzip", dest="gzip", action="store_false", help="scrape without Accept-Encoding: gzip")
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="the collector's event loop (default asyncio)")
+    add_loop_argument(parser)
     parser.add_argument("--collector-cpus", type=_cpu_list, help="CPUs for the collector, e.g. 0 or 0,1 (default: the first allowed)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     if args.interval < 1 or min(args.workflows, args.steps, args.windows) < 1 or args.window <= 0 or args.scrape_interval <= 0:
         parser.error("--interval must be at least 1; --workflows, --steps, --windows, --window and --scrape-interval positive")
-    if args.loop == "uvloop":
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            parser.error("--loop uvloop: uvloop is not installed")
+    check_loop(parser, args.loop)
     return args
 
 

@@ -74,7 +74,7 @@ import yaml
 if __package__ in (None, ""):  # run as a file: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import HOST, CollectorProcess, cores, free_port, jsonable, percentile, progress, proc_rss_kib, table  # noqa: E402
+from bench._common import HOST, CollectorProcess, add_loop_argument, check_loop, cores, free_port, jsonable, percentile, progress, proc_rss_kib, table  # noqa: E402
 
 __all__ = ["main", "soak"]
 
@@ -390,16 +390,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-restarts", dest="restarts", action="store_false", help="never stop the target process")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between samples (default 10)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the chaos order after the first cycle (default 7)")
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="the collector's event loop (default asyncio)")
+    add_loop_argument(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     if args.interval < 1 or args.minutes <= 0 or args.workflows < 1 or args.chaos_every <= 0 or args.sample_every <= 0:
         parser.error("--interval must be at least 1; --minutes, --workflows, --chaos-every and --sample-every positive")
-    if args.loop == "uvloop":
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            parser.error("--loop uvloop: uvloop is not installed")
+    check_loop(parser, args.loop)
     return args
 
 

@@ -37,7 +37,7 @@ is flowprobe's median over blackbox's. The machine is shared, so absolute
 rates vary; CPU seconds per probe vary much less, which is why the figure
 is per CPU-second.
 
-``--loop uvloop`` runs flowprobe's event loop on uvloop (if installed);
+flowprobe runs on uvloop, as ``flowprobe run`` does (``--loop asyncio`` to compare);
 ``--mode scheduled`` drives flowprobe through its scheduler instead, at
 ``--rate`` runs per second (below what the core can do), so the
 scheduler's own cost is counted too.
@@ -67,12 +67,15 @@ if __package__ in (None, ""):  # run as a file: make `bench` importable
 from bench._common import (  # noqa: E402
     HOST,
     Nginx,
+    add_loop_argument,
+    check_loop,
     cell,
     cores,
     free_port,
     jsonable,
     proc_cpu_seconds,
     progress,
+    run_on,
     summarise,
     table,
     wait_for_port,
@@ -164,11 +167,7 @@ def _flowprobe_process(config_dir: str, core: int | None, loop: str, conn: Conne
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("flowprobe.run").setLevel(logging.ERROR)  # per-run lines off: counted, not formatted
-    if loop == "uvloop":
-        import uvloop
-
-        uvloop.install()
-    asyncio.run(_flowprobe_serve(config_dir, conn))
+    run_on(loop, _flowprobe_serve(config_dir, conn))
 
 
 async def _flowprobe_serve(config_dir: str, conn: Connection) -> None:
@@ -373,7 +372,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=100, help="wrk connections to the exporter (default 100)")
     parser.add_argument("--mode", choices=["driven", "scheduled"], default="driven", help="how flowprobe runs are started (default driven)")
     parser.add_argument("--rate", type=float, default=500.0, help="runs per second offered in scheduled mode (default 500)")
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="flowprobe's event loop (default asyncio)")
+    add_loop_argument(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.duration <= 0 or min(args.workflows, args.concurrency, args.connections) < 1 or args.rate <= 0:
@@ -382,11 +381,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--concurrency above --workflows would run one pair twice at once")
     if args.mode == "scheduled" and args.workflows / args.rate < 1:
         parser.error("--workflows / --rate is the schedule interval and must be at least 1 s")
-    if args.loop == "uvloop":
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            parser.error("--loop uvloop: uvloop is not installed")
+    check_loop(parser, args.loop)
     return args
 
 

@@ -238,10 +238,12 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"flowprobe: {exc}", file=sys.stderr)
         return 1
+    from collector.service import run_event_loop
+
     if args.once:
-        return asyncio.run(_run_once(service))
+        return run_event_loop(_run_once(service))
     try:
-        asyncio.run(service.serve(*args.listen))
+        run_event_loop(service.serve(*args.listen))
     except OSError as exc:
         print(f"flowprobe: {exc}", file=sys.stderr)
         return 1
@@ -250,10 +252,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from collector.demo import run_demo
+    from collector.service import run_event_loop
 
     configure_logging(args.log_level)
     try:
-        asyncio.run(run_demo(config=args.config, listen=args.listen, target_port=args.target_port, data_dir=args.data_dir,
+        run_event_loop(run_demo(config=args.config, listen=args.listen, target_port=args.target_port, data_dir=args.data_dir,
                              analytics_listen=args.analytics_listen))
     except (OSError, ConfigError) as exc:
         print(f"flowprobe demo: {exc}", file=sys.stderr)

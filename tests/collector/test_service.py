@@ -237,3 +237,16 @@ def test_the_api_server_refuses_a_websocket_message_over_the_live_streams_cap() 
             await api.stop()
 
     assert asyncio.run(scenario()) == ("ok", 1009)
+
+
+def test_run_event_loop_runs_on_uvloop_where_installed():
+    """`flowprobe run` and `flowprobe demo` run on uvloop (bench/vs_blackbox.py: the CPU per probe that beats blackbox_exporter's)."""
+    import uvloop
+
+    from collector.service import run_event_loop
+
+    async def which() -> type:
+        await asyncio.sleep(0)
+        return type(asyncio.get_running_loop())
+
+    assert issubclass(run_event_loop(which()), uvloop.Loop)

@@ -42,7 +42,11 @@ class SlowPath(InFlight):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/slow":
-            await asyncio.sleep(1.0)
+            self.count += 1  # in flight for the whole second, not only while /health answers
+            try:
+                await asyncio.sleep(1.0)
+            finally:
+                self.count -= 1
             scope = {**scope, "path": "/health", "raw_path": b"/health"}
         await super().__call__(scope, receive, send)
 
