@@ -47,6 +47,12 @@ class OnsetGate:
     """Passes a score that beats the decaying recent peak; multiplies any other by `damp`.
 
     The peak decays by `decay` per point (0.999: it halves in about 700 points).
+    A refractory period (as CAD OSE's rest period): once an emitted score
+    reaches `rest_level`, the scores of the next `rest` points are damped too,
+    unless one beats the score that raised the alarm (then it alarms and the
+    rest starts again from it). An operator wants the first alarm of an
+    episode, and NAB pays only for the first alarm in a window but charges
+    every false one; a worse incident inside the rest still alarms.
 
     >>> g = OnsetGate(damp=0.5, decay=0.999)
     >>> [g.gated(s) for s in (0.2, 0.9)]
@@ -54,19 +60,37 @@ class OnsetGate:
     >>> g.learn(0.9)
     >>> g.gated(0.8)
     0.4
+    >>> g = OnsetGate(damp=0.5, decay=0.5, rest_level=0.7, rest=2)
+    >>> out = []
+    >>> for s in (0.8, 0.5, 0.78, 0.9, 0.85, 0.85, 0.85):
+    ...     out.append(g.gated(s))
+    ...     g.learn(out[-1])
+    >>> out  # alarm; rest (0.78 beats the peak, not the alarm); 0.9 beats the alarm; rest; the gate alone
+    [0.8, 0.25, 0.39, 0.9, 0.425, 0.425, 0.85]
     """
 
-    __slots__ = ("_peak", "_damp", "_decay")
+    __slots__ = ("_peak", "_damp", "_decay", "_rest_level", "_rest", "_resting", "_alarm")
 
-    def __init__(self, damp: float = 0.5, decay: float = 0.999) -> None:
+    def __init__(self, damp: float = 0.5, decay: float = 0.999, rest_level: float = 1.0, rest: int = 0) -> None:
         self._peak = 0.0
         self._damp = damp
         self._decay = decay
+        self._rest_level = rest_level
+        self._rest = rest
+        self._resting = 0
+        self._alarm = 0.0
 
     def gated(self, s: float) -> float:
-        return s if s > self._peak else s * self._damp
+        if s > self._peak and (not self._resting or s > self._alarm):
+            return s
+        return s * self._damp
 
     def learn(self, gated: float) -> None:
         """Record the gated score that was emitted for this point."""
         peak = self._peak * self._decay
         self._peak = gated if gated > peak else peak
+        if gated >= self._rest_level and (not self._resting or gated > self._alarm):
+            self._resting = self._rest
+            self._alarm = gated
+        elif self._resting:
+            self._resting -= 1
