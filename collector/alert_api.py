@@ -15,10 +15,10 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_type_hints
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, WithJsonSchema
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, WithJsonSchema, create_model
 
 from collector.errors import ErrorRoute, describe_validation
 from collector.alerting import AlertingUnavailable, AlertmanagerError, AlertService
@@ -118,30 +118,20 @@ class EventOut(BaseModel):
         return cls(at=event.at, actor=event.actor, action=event.action, from_status=event.from_status, to_status=event.to_status, comment=event.comment)
 
 
-class AlertOut(BaseModel):
-    id: int
-    fingerprint: str
-    status: Status
-    alertname: str
-    severity: str | None
-    workflow: str | None
-    env: str | None
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    generator_url: str
-    starts_at: datetime
-    ends_at: datetime | None
-    received_at: datetime
-    updated_at: datetime
-    acknowledged_at: datetime | None
-    acknowledged_by: str | None
-    resolved_at: datetime | None
-    resolved_by: str | None
-    silence_id: str | None
-    silence_expired_at: datetime | None
-    escalation_level: int = Field(description="How many escalation steps were reached (0: none)")
-    escalations: list[str] = Field(description="The `to` of each step reached")
+# The store's Alert owns an alert's fields; the API shows them all, in its order, but for the
+# bookkeeping below, and describes the escalation ones.
+_NOT_SHOWN = {"escalation_open", "events"}
+_DESCRIBED: dict[str, Any] = {
+    "escalation_level": (int, Field(description="How many escalation steps were reached (0: none)")),
+    "escalations": (list[str], Field(description="The `to` of each step reached")),
+}
+_AlertFields = create_model(
+    "_AlertFields",
+    **{name: _DESCRIBED.get(name, (hint, ...)) for name, hint in get_type_hints(Alert).items() if name not in _NOT_SHOWN},
+)
 
+
+class AlertOut(_AlertFields):  # type: ignore[misc, valid-type]  # fields from create_model
     @classmethod
     def of(cls, alert: Alert) -> AlertOut:
         fields = {name: getattr(alert, name) for name in cls.model_fields}
