@@ -16,7 +16,6 @@ It runs in `make test` with a bounded number of examples per operation
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -30,10 +29,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from collector.api import create_app
-from collector.engine import HttpxEngine
 from collector.service import Service
-from collector.target import create_app as create_target
-from tests.helpers import PROBE_EMAIL, PROBE_PASSWORD, WORKFLOWS, probe_environment, serve_in_thread
+from tests.helpers import closing, config_with_tokens, demo_service, serve_in_thread
 
 EXAMPLES = int(os.environ.get("FLOWPROBE_FUZZ_EXAMPLES", "15"))
 # No shrinking: a failure is reported with the example that found it, and the run stays bounded.
@@ -54,34 +51,22 @@ ALERT = {
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     tmp = tmp_path_factory.mktemp("openapi-fuzz")
     config = tmp / "config"
-    config.mkdir()
-    for source in WORKFLOWS.glob("*.yaml"):
-        (config / source.name).write_text(source.read_text())
-    tokens = [{"name": f"fuzz-{role}", "role": role, "token": {"env": f"FUZZ_{role.upper()}_TOKEN"}} for role in TOKENS]
-    schedules = [{"cron": "0 6 * * *", "period": "daily", "formats": ["json"]}]
-    (config / "flowprobe.yaml").write_text(json.dumps({"alerting": {"tokens": tokens}, "reports": {"schedules": schedules}}))
-    urls = {"prod": "http://prod.test", "staging": "http://staging.test", "dev": "http://dev.test"}
-    environment = probe_environment(urls) | {f"FUZZ_{role.upper()}_TOKEN": token for role, token in TOKENS.items()}
+    environment = config_with_tokens(config, TOKENS, name="fuzz-{role}", variable="FUZZ_{ROLE}_TOKEN")
     with pytest.MonkeyPatch.context() as patch:
         for name, value in environment.items():
             patch.setenv(name, value)
-        target = httpx.ASGITransport(create_target(demo_email=PROBE_EMAIL, demo_password=PROBE_PASSWORD))
-        svc = Service([config], data_dir=tmp / "data", envs=["prod"], engine=HttpxEngine(target), watch=False)
-        svc.alerts.open()
+        with closing(demo_service(config, tmp / "data")) as svc:
+            async def history() -> None:
+                for workflow in ("health-check", "user-login", "product-listing"):
+                    await svc.run_pair(workflow, "prod")
+                await svc.alerts.receive([])
 
-        async def history() -> None:
-            for workflow in ("health-check", "user-login", "product-listing"):
-                await svc.run_pair(workflow, "prod")
-            await svc.alerts.receive([])
-
-        asyncio.run(history())
-        svc.store.flush()
-        svc.ready = True
-        # A stopping service ends every live stream at once: the SSE endpoint answers its snapshot and closes.
-        svc.live.close()
-        yield svc
-        svc.alerts.store.close()
-        svc.store.close()
+            asyncio.run(history())
+            svc.store.flush()
+            svc.ready = True
+            # A stopping service ends every live stream at once: the SSE endpoint answers its snapshot and closes.
+            svc.live.close()
+            yield svc
 
 
 @pytest.fixture(scope="module")

@@ -48,21 +48,12 @@ from collector.api import create_app
 from collector.apisecurity import RateLimiter, client_key
 from collector.auth import TokenAuth
 from collector.config import ApiSettings, ConfigError, RateLimitSettings, load_config
-from collector.engine import HttpxEngine
 from collector.service import Service
 from collector.target import create_app as create_target
 from collector.template import Template, TemplateError
 from tests.helpers import (
-    PROBE_EMAIL,
-    PROBE_PASSWORD,
-    REPO,
-    WORKFLOWS,
-    fast_copy,
-    free_port,
-    probe_environment,
-    running_process,
-    serve_in_thread,
-    wait_until,
+    PROBE_PASSWORD, REPO, WORKFLOWS, closing, config_with_tokens, demo_service, fast_copy, free_port, probe_environment,
+    running_process, serve_in_thread, wait_until,
 )
 
 ROLES = ("viewer", "operator", "admin", "webhook")
@@ -112,34 +103,22 @@ def with_api(service: Service, **changes: Any) -> None:
 def secured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
     """The shipped workflows, tokens of every role, a run history, an open alert, a report file and an analytics URL."""
     config = tmp_path / "config"
-    config.mkdir()
-    for source in WORKFLOWS.glob("*.yaml"):
-        (config / source.name).write_text(source.read_text())
-    tokens = [{"name": f"{role}-person", "role": role, "token": {"env": f"TEST_{role.upper()}_TOKEN"}} for role in ROLES]
-    schedules = [{"cron": "0 6 * * *", "period": "daily", "formats": ["json"]}]
-    (config / "flowprobe.yaml").write_text(json.dumps({"alerting": {"tokens": tokens}, "reports": {"schedules": schedules}}))
-    for name, value in probe_environment({"prod": "http://prod.test", "staging": "http://staging.test", "dev": "http://dev.test"}).items():
+    for name, value in config_with_tokens(config, TOKENS, name="{role}-person", variable="TEST_{ROLE}_TOKEN").items():
         monkeypatch.setenv(name, value)
-    for role, token in TOKENS.items():
-        monkeypatch.setenv(f"TEST_{role.upper()}_TOKEN", token)
-    target = httpx.ASGITransport(create_target(demo_email=PROBE_EMAIL, demo_password=PROBE_PASSWORD))
-    service = Service([config], data_dir=tmp_path / "data", envs=["prod"], engine=HttpxEngine(target), watch=False)
-    service.alerts.open()
-    service.live.attach()  # as service.start() does: runs and alerts reach the live stream
-    service.ready = True
-    # Nothing listens there: the pass-through answers 502, which is all the matrix needs to see.
-    service.analytics_url = f"http://127.0.0.1:{free_port()}"
+    with closing(demo_service(config, tmp_path / "data")) as service:
+        service.live.attach()  # as service.start() does: runs and alerts reach the live stream
+        service.ready = True
+        # Nothing listens there: the pass-through answers 502, which is all the matrix needs to see.
+        service.analytics_url = f"http://127.0.0.1:{free_port()}"
 
-    async def history() -> None:
-        for workflow in ("health-check", "user-login"):
-            await service.run_pair(workflow, "prod")
-        await service.reports.run(service.config.settings.reports.schedules[0])
+        async def history() -> None:
+            for workflow in ("health-check", "user-login"):
+                await service.run_pair(workflow, "prod")
+            await service.reports.run(service.config.settings.reports.schedules[0])
 
-    asyncio.run(history())
-    service.store.flush()
-    yield service
-    service.alerts.store.close()
-    service.store.close()
+        asyncio.run(history())
+        service.store.flush()
+        yield service
 
 
 @pytest.fixture

@@ -17,8 +17,7 @@ from fastapi.testclient import TestClient
 from collector.api import create_app
 from collector.engine import HttpxEngine
 from collector.service import Service
-from tests.helpers import running_alertmanager
-from tests.helpers import free_port
+from tests.helpers import alertmanager_for_module, closing, free_port
 
 TOKENS = {
     "viewer": "viewer-token-0123456789abcdef",
@@ -96,18 +95,13 @@ def webhook_alert(name: str = "prod", status: str = "firing", starts_at: str = S
     }
 
 
-@pytest.fixture(scope="module")
-def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_alertmanager(tmp_path_factory.mktemp("alertmanager")) as url:
-        yield url
+alertmanager = pytest.fixture(scope="module", name="alertmanager")(alertmanager_for_module)
 
 
 @pytest.fixture
 def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, alertmanager: str) -> Iterator[Service]:
-    svc = collector(tmp_path, monkeypatch, alertmanager)
-    yield svc
-    svc.alerts.store.close()
-    svc.store.close()
+    with closing(collector(tmp_path, monkeypatch, alertmanager)) as svc:
+        yield svc
 
 
 @pytest.fixture
@@ -263,16 +257,13 @@ def test_every_endpoint_takes_only_its_roles(client: TestClient, endpoint: str) 
 
 
 def test_without_configured_tokens_every_call_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    service = collector(tmp_path, monkeypatch, None, tokens=False)
-    with TestClient(create_app(service)) as client:
+    with closing(collector(tmp_path, monkeypatch, None, tokens=False)) as service, TestClient(create_app(service)) as client:
         for endpoint in ENDPOINTS:
             for role in ROLES:
                 response = call(client, endpoint, role)
                 assert response.status_code == 401, (endpoint, role)
                 assert response.json() == {"error": "no API tokens are configured (alerting.tokens in flowprobe.yaml)"}
         assert client.get("/healthz").status_code == 200  # the rest of the API is not behind tokens
-    service.alerts.store.close()
-    service.store.close()
 
 
 def test_a_malformed_body_without_a_token_gets_401_not_a_hint(client: TestClient) -> None:
@@ -325,16 +316,13 @@ def test_acknowledge_through_the_api(client: TestClient, alertmanager: str) -> N
 
 def test_alertmanager_down_during_acknowledge_is_a_502_and_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     down = f"http://127.0.0.1:{free_port()}"
-    service = collector(tmp_path, monkeypatch, down)
-    with TestClient(create_app(service)) as client:
+    with closing(collector(tmp_path, monkeypatch, down)) as service, TestClient(create_app(service)) as client:
         post_webhook(client, payload(webhook_alert("prod")))
         before = everything(client)
         response = client.post("/api/alerts/1/acknowledge", headers=bearer("operator"), json={"comment": "mine"})
         assert response.status_code == 502
         assert response.json()["error"].startswith(f"cannot create a silence: Alertmanager at {down} is unreachable")
         assert everything(client) == before
-    service.alerts.store.close()
-    service.store.close()
 
 
 @pytest.mark.parametrize(
@@ -407,10 +395,7 @@ ENDPOINTS_PATHS = ["/api/alertmanager/webhook", "/api/alerts", "/api/alerts/{ale
 
 
 def test_alert_endpoints_answer_503_until_the_store_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    service = collector(tmp_path, monkeypatch, None, open_store=False)
-    with TestClient(create_app(service)) as client:
+    with closing(collector(tmp_path, monkeypatch, None, open_store=False)) as service, TestClient(create_app(service)) as client:
         response = client.get("/api/alerts", headers=bearer("viewer"))
         assert response.status_code == 503 and response.json() == {"error": "the alert store is not ready yet (the collector is starting)"}
         assert post_webhook(client, payload(webhook_alert("prod"))).status_code == 503
-    service.alerts.store.close()
-    service.store.close()

@@ -12,28 +12,21 @@ import pytest
 from collector.api import create_app
 from collector.cli import main
 from tests.collector.test_alert_api import TOKENS, collector, payload, webhook_alert
-from tests.helpers import running_alertmanager
-from tests.helpers import free_port, serve_in_thread
+from tests.helpers import alertmanager_for_module, closing, free_port, serve_in_thread
 
 
-@pytest.fixture(scope="module")
-def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_alertmanager(tmp_path_factory.mktemp("alertmanager")) as url:
-        yield url
+alertmanager = pytest.fixture(scope="module", name="alertmanager")(alertmanager_for_module)
 
 
 @pytest.fixture
 def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, alertmanager: str) -> Iterator[str]:
-    service = collector(tmp_path, monkeypatch, alertmanager)
-    with serve_in_thread(create_app(service)) as base_url:
+    with closing(collector(tmp_path, monkeypatch, alertmanager)) as service, serve_in_thread(create_app(service)) as base_url:
         httpx.post(
             f"{base_url}/api/alertmanager/webhook",
             json=payload(webhook_alert("prod"), webhook_alert("staging", severity="warning")),
             headers={"Authorization": f"Bearer {TOKENS['webhook']}"},
         ).raise_for_status()
         yield base_url
-    service.alerts.store.close()
-    service.store.close()
 
 
 def alerts(url: str, *args: str, token_env: str = "FLOWPROBE_TOKEN") -> int:

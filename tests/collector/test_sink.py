@@ -29,7 +29,7 @@ from collector.sink import (
     line,
     result_lines,
 )
-from tests.helpers import free_port, wait_until
+from tests.helpers import failed_order_run, free_port, wait_until
 
 TOKEN = "influx-token-5d1c0a7e-do-not-log"
 
@@ -148,31 +148,12 @@ def test_a_trailing_backslash_does_not_escape_the_separator() -> None:
 
 
 def test_a_run_becomes_one_point_per_step_that_ran_and_one_for_the_run() -> None:
-    result = RunResult(
-        "order-placement",
-        "prod",
-        "r1",
+    result = failed_order_run(
         1_700_000_000.25,
-        "failure",
-        duration=1.5,
-        attempts=2,
-        flaky=True,
-        failed_step="pay",
-        reason="status",
-        steps=[
-            StepResult(
-                "login",
-                "success",
-                status=200,
-                duration=0.125,
-                phases={"connect": 0.001, "tls": 0.002, "request": 0.003, "first_byte": 0.1, "transfer": 0.019},
-                attempts=1,
-                started_at=1_700_000_000.5,
-            ),
-            StepResult("pay", "failure", status=500, duration=0.25, phases={"connect": 0.001}, attempts=3, started_at=1_700_000_001.0),
-            StepResult("early", "error", attempts=0),  # never sent: the run's time
-            StepResult("cancel", "skipped", message="skipped: an earlier step failed"),
-        ],
+        login_at=1_700_000_000.5,
+        pay_at=1_700_000_001.0,
+        pay_connect=0.001,
+        before_cancel=[StepResult("early", "error", attempts=0)],  # never sent: the run's time
     )
     assert result_lines(result) == [
         "flowprobe_step,env=prod,step=login,workflow=order-placement duration=0.125,connect=0.001,tls=0.002,request=0.003,"

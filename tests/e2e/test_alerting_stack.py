@@ -34,17 +34,8 @@ from aiosmtpd.controller import Controller
 
 from collector.target import create_app
 from tests.helpers import (
-    PROBE_EMAIL,
-    PROBE_PASSWORD,
-    REPO,
-    fast_copy,
-    free_port,
-    probe_environment,
-    require_binary,
-    running_alertmanager,
-    running_process,
-    serve_in_thread,
-    wait_until,
+    PROBE_EMAIL, PROBE_PASSWORD, REPO, fast_copy, free_port, probe_environment, prometheus_config, running_alertmanager,
+    running_process, running_prometheus, serve_in_thread, wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -141,7 +132,6 @@ def mailbox() -> Iterator[tuple[Mailbox, str]]:
 
 
 def test_alerts_page_acknowledge_escalate_inhibit_and_resolve(tmp_path: Path, mailbox: tuple[Mailbox, str]) -> None:
-    prometheus = require_binary("prometheus")
     box, smtp = mailbox
     slack = SlackStandIn()
     webhook_token, operator_token = (f"{name}-{secrets.token_hex(12)}" for name in ("webhook", "operator"))
@@ -174,16 +164,8 @@ def test_alerts_page_acknowledge_escalate_inhibit_and_resolve(tmp_path: Path, ma
                     "--listen", f"127.0.0.1:{collector_port}", "--data-dir", str(tmp_path / "data"), "--no-watch"]
             with running_process(args, env=env, log=tmp_path / "collector.log"):
                 wait_until(lambda: httpx.get(f"{collector}/readyz").status_code == 200, what="collector ready")
-                prom_port = free_port()
-                (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
-                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "rule_files": [str(RULES)],
-                    "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager.removeprefix("http://")]}]}]},
-                    "scrape_configs": [{"job_name": "flowprobe", "static_configs": [{"targets": [f"127.0.0.1:{collector_port}"]}]}],
-                }))
-                args = [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                        f"--web.listen-address=127.0.0.1:{prom_port}", "--rules.alert.resend-delay=1s"]
-                with running_process(args, log=tmp_path / "prometheus.log"):
+                config = prometheus_config({"flowprobe": [collector]}, rules=[RULES], alertmanager=alertmanager)
+                with running_prometheus(tmp_path, config, "--rules.alert.resend-delay=1s"):
                     try:
                         story(target, collector, alertmanager, operator, slack, box)
                     except AssertionError as exc:

@@ -17,15 +17,8 @@ import pytest
 
 from collector.target import create_app
 from tests.helpers import (
-    fast_copy,
-    PROBE_EMAIL,
-    PROBE_PASSWORD,
-    free_port,
-    probe_environment,
-    require_binary,
-    running_process,
-    serve_in_thread,
-    wait_until,
+    PROBE_EMAIL, PROBE_PASSWORD, fast_copy, free_port, probe_environment, prometheus_config, require_binary, running_process,
+    running_prometheus, serve_in_thread, wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -79,22 +72,13 @@ def metric(base: str, name: str, **labels: str) -> float | None:
 
 
 def test_prometheus_scrapes_all_six_workflows(tmp_path: Path, target: tuple[str, InFlight]) -> None:
-    prometheus = require_binary("prometheus")
     config = fast_copy(tmp_path / "workflows")
     process, base = start_collector(config, tmp_path / "data", target[0], tmp_path / "collector.log")
     with process:
         wait_until(lambda: ready(base), what="collector ready")
-        prom_port = free_port()
-        (tmp_path / "prometheus.yml").write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            "scrape_configs:\n"
-            f"  - job_name: flowprobe\n    static_configs: [{{targets: ['{base.removeprefix('http://')}']}}]\n"
-        )
-        args = [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}"]
-        with running_process(args, log=tmp_path / "prometheus.log"):
+        with running_prometheus(tmp_path, prometheus_config({"flowprobe": [base]})) as prometheus:
             def series() -> dict[str, float] | None:
-                response = httpx.get(f"http://127.0.0.1:{prom_port}/api/v1/query",
+                response = httpx.get(f"{prometheus}/api/v1/query",
                                      params={"query": 'flowprobe_workflow_success{env="prod"}'}, timeout=5)
                 found = {r["metric"]["workflow"]: float(r["value"][1]) for r in response.json()["data"]["result"]}
                 return found if set(found) == WORKFLOW_NAMES else None

@@ -30,15 +30,8 @@ from collector.engine import HttpxEngine
 from collector.service import Service
 from collector.target import create_app
 from tests.helpers import (
-    PROBE_EMAIL,
-    PROBE_PASSWORD,
-    fast_copy,
-    free_port,
-    probe_environment,
-    require_binary,
-    running_process,
-    serve_in_thread,
-    wait_until,
+    PROBE_EMAIL, PROBE_PASSWORD, fast_copy, free_port, probe_environment, prometheus_config, running_process, running_prometheus,
+    serve_in_thread, wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -74,7 +67,6 @@ def client_for(service: Service, prometheus_url: str | None) -> TestClient:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    prometheus = require_binary("prometheus")
     tmp = tmp_path_factory.mktemp("dashboard")
     config, data = fast_copy(tmp / "workflows"), tmp / "data"
     with serve_in_thread(create_app(demo_email=PROBE_EMAIL, demo_password=PROBE_PASSWORD)) as target:
@@ -84,15 +76,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env = probe_environment({"prod": target})
         with running_process(args, env=env, log=tmp / "collector.log"):
             wait_until(lambda: httpx.get(f"{collector}/readyz", timeout=2).status_code == 200, what="collector ready")
-            prom_url = f"http://127.0.0.1:{free_port()}"
-            (tmp / "prometheus.yml").write_text(
-                "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-                "scrape_configs:\n"
-                f"  - job_name: flowprobe\n    static_configs: [{{targets: ['{collector.removeprefix('http://')}']}}]\n"
-            )
-            prom_args = [prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-                         f"--web.listen-address={prom_url.removeprefix('http://')}"]
-            with running_process(prom_args, log=tmp / "prometheus.log"):
+            with running_prometheus(tmp, prometheus_config({"flowprobe": [collector]})) as prom_url:
                 # The test's own Service only reads: the same config and data directory, never started.
                 with pytest.MonkeyPatch.context() as patch:
                     for name, value in env.items():

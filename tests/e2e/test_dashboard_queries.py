@@ -34,16 +34,8 @@ import pytest
 
 from collector.target import create_app
 from tests.helpers import (
-    PROBE_EMAIL,
-    PROBE_PASSWORD,
-    REPO,
-    fast_copy,
-    free_port,
-    probe_environment,
-    require_binary,
-    running_process,
-    serve_in_thread,
-    wait_until,
+    PROBE_EMAIL, PROBE_PASSWORD, REPO, fast_copy, free_port, probe_environment, prometheus_config, running_process, running_prometheus,
+    serve_in_thread, wait_until,
 )
 from tests.test_dashboards import (
     DASHBOARD_LIST,
@@ -94,20 +86,8 @@ class Stack:
             raise AssertionError(f"{exc}\n{logs}") from None
 
 
-def _prometheus_config(path: Path, collector: str, analytics: str) -> None:
-    rules = "".join(f"  - {rule}\n" for rule in RULES)
-    path.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        + (f"rule_files:\n{rules}" if rules else "")
-        + "scrape_configs:\n"
-        f"  - job_name: flowprobe\n    static_configs: [{{targets: ['{collector.removeprefix('http://')}']}}]\n"
-        f"  - job_name: flowprobe-analytics\n    static_configs: [{{targets: ['{analytics.removeprefix('http://')}']}}]\n"
-    )
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    prometheus = require_binary("prometheus")
     tmp = tmp_path_factory.mktemp("dashboards")
     deadline = time.monotonic() + DEADLINE_S
     apps = [create_app(demo_email=PROBE_EMAIL, demo_password=PROBE_PASSWORD) for _ in range(2)]
@@ -128,12 +108,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with running_process(args, env=env, log=tmp / "collector.log"), running_process(worker, log=tmp / "analytics.log"):
             wait_until(lambda: httpx.get(f"{collector}/readyz", timeout=2).status_code == 200, what="collector ready")
             wait_until(lambda: httpx.get(f"{analytics}/healthz", timeout=2).status_code == 200, what="analytics worker ready")
-            prom_port = free_port()
-            _prometheus_config(tmp / "prometheus.yml", collector, analytics)
-            prom_args = [prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-                         f"--web.listen-address=127.0.0.1:{prom_port}"]
-            with running_process(prom_args, log=tmp / "prometheus.log"):
-                s = Stack(f"http://127.0.0.1:{prom_port}", collector, tmp, deadline)
+            config = prometheus_config({"flowprobe": [collector], "flowprobe-analytics": [analytics]}, rules=RULES)
+            with running_prometheus(tmp, config) as prometheus:
+                s = Stack(prometheus, collector, tmp, deadline)
 
                 def workflows_with_steps(env: str) -> set[str]:
                     found = s.series(f'count by (workflow) (flowprobe_step_phase_seconds{{env="{env}"}})')

@@ -23,11 +23,8 @@ import json
 import secrets
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from subprocess import Popen
 from typing import Any
 
 import httpx
@@ -36,31 +33,12 @@ import yaml
 
 from collector.target import create_app
 from tests.helpers import (
-    PROBE_EMAIL,
-    PROBE_PASSWORD,
-    free_port,
-    probe_environment,
-    require_binary,
-    running_process,
-    serve_in_thread,
-    wait_until,
+    PROBE_EMAIL, PROBE_PASSWORD, alertmanager_on, free_port, probe_environment, running_process, serve_in_thread, wait_until,
 )
 
 pytestmark = pytest.mark.e2e
 
 LABELS = {"alertname": "FlowprobeWorkflowFailing", "workflow": "steady", "env": "prod", "severity": "warning", "step": "get"}
-
-
-@contextmanager
-def alertmanager_on(port: int, directory: Path, config: Path, log: Path) -> Iterator[Popen[bytes]]:
-    """Alertmanager on a fixed port (a restart must come back where the collector looks)."""
-    url = f"http://127.0.0.1:{port}"
-    args = [require_binary("prometheus-alertmanager"), f"--config.file={config}", f"--storage.path={directory}",
-            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"]
-    with running_process(args, log=log) as process:
-        wait_until(lambda: process.poll() is None and httpx.get(f"{url}/-/ready", timeout=1).status_code == 200,
-                   timeout=15, what="Alertmanager to be ready")
-        yield process
 
 
 def post_firing(alertmanager: str, starts_at: str) -> None:

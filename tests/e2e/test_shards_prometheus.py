@@ -25,15 +25,8 @@ from collector.config import load_config
 from collector.scheduler import Pair, Shard
 from collector.target import create_app
 from tests.helpers import (
-    PROBE_EMAIL,
-    PROBE_PASSWORD,
-    fast_copy,
-    free_port,
-    probe_environment,
-    require_binary,
-    running_process,
-    serve_in_thread,
-    wait_until,
+    PROBE_EMAIL, PROBE_PASSWORD, fast_copy, free_port, probe_environment, prometheus_config, require_binary, running_process,
+    running_prometheus, serve_in_thread, wait_until,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
@@ -47,10 +40,6 @@ class Shards:
     addresses: list[str]  # host:port of collector i, the --shard i/2
     pairs: set[Pair]  # every (workflow, env) of the config they share
     logs: Path
-
-    def scrape_config(self) -> str:
-        static = ", ".join(f"'{address}'" for address in self.addresses)
-        return f"scrape_configs:\n  - job_name: flowprobe\n    static_configs: [{{targets: [{static}]}}]\n"
 
     def tails(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}" for log in sorted(self.logs.glob("*.log")))
@@ -116,26 +105,18 @@ def assert_every_pair_once(shards: Shards, query: Callable[[str], list[dict[str,
 
 
 def test_one_prometheus_scraping_both_shards_sees_every_pair_once(shards: Shards, tmp_path: Path) -> None:
-    prometheus = require_binary("prometheus")
-    url = f"http://127.0.0.1:{free_port()}"
-    (tmp_path / "prometheus.yml").write_text("global: {scrape_interval: 1s}\n" + shards.scrape_config())
-    args = [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address={url.removeprefix('http://')}"]
-    with running_process(args, log=shards.logs / "prometheus.log"):
+    with running_prometheus(tmp_path, prometheus_config({"flowprobe": shards.addresses}), log=shards.logs / "prometheus.log") as url:
         assert_every_pair_once(shards, querier(url))
 
 
 def test_a_prometheus_agent_remote_writing_both_shards_sees_every_pair_once(shards: Shards, tmp_path: Path) -> None:
-    prometheus, victoria = require_binary("prometheus"), require_binary("victoria-metrics")
+    victoria = require_binary("victoria-metrics")
     vm = f"http://127.0.0.1:{free_port()}"
     vm_args = [victoria, f"-httpListenAddr={vm.removeprefix('http://')}", f"-storageDataPath={tmp_path / 'vm'}",
                "-search.latencyOffset=0s", "-search.disableCache"]
     # Agent mode: scrape and remote-write, no local queries (Prometheus 2.x flag; 3.x spells it --agent).
-    (tmp_path / "agent.yml").write_text(
-        "global: {scrape_interval: 1s}\n" + shards.scrape_config() + f"remote_write:\n  - url: {vm}/api/v1/write\n"
-    )
-    agent_args = [prometheus, "--enable-feature=agent", f"--config.file={tmp_path / 'agent.yml'}",
-                  f"--storage.agent.path={tmp_path / 'agent'}", f"--web.listen-address=127.0.0.1:{free_port()}"]
-    with running_process(vm_args, log=shards.logs / "victoria-metrics.log"), running_process(agent_args, log=shards.logs / "agent.log"):
+    config = prometheus_config({"flowprobe": shards.addresses}, remote_write=f"{vm}/api/v1/write")
+    with running_process(vm_args, log=shards.logs / "victoria-metrics.log"), \
+            running_prometheus(tmp_path, config, agent=True, log=shards.logs / "agent.log"):
         wait_until(lambda: httpx.get(f"{vm}/health", timeout=1).text.strip() == "OK", timeout=15, what="VictoriaMetrics")
         assert_every_pair_once(shards, querier(vm))

@@ -19,7 +19,7 @@ import pytest
 from collector.config import InfluxSettings
 from collector.result import RunResult, StepResult
 from collector.sink import InfluxSink
-from tests.helpers import VictoriaMetrics, wait_until
+from tests.helpers import VictoriaMetrics, failed_order_run, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -63,31 +63,7 @@ def series(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], dict[str, Any]]:
 
 def test_points_arrive_with_their_tags_fields_and_timestamps(vm: VictoriaMetrics, tmp_path: Path) -> None:
     now = time.time()
-    result = RunResult(
-        "order-placement",
-        "prod",
-        "r1",
-        now - 2.0,
-        "failure",
-        duration=1.5,
-        attempts=2,
-        flaky=True,
-        failed_step="pay",
-        reason="status",
-        steps=[
-            StepResult(
-                "login",
-                "success",
-                status=200,
-                duration=0.125,
-                phases={"connect": 0.001, "tls": 0.002, "request": 0.003, "first_byte": 0.1, "transfer": 0.019},
-                attempts=1,
-                started_at=now - 1.75,
-            ),
-            StepResult("pay", "failure", status=500, duration=0.25, phases={"connect": 0.004}, attempts=3, started_at=now - 1.5),
-            StepResult("cancel", "skipped"),
-        ],
-    )
+    result = failed_order_run(now - 2.0, login_at=now - 1.75, pay_at=now - 1.5, pay_connect=0.004)
     with vm.running():
         sink = sink_for(vm, tmp_path / "spool")
         sink.add(result)
