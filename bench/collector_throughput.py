@@ -62,7 +62,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import logging
 import multiprocessing
 import os
@@ -80,7 +79,7 @@ from typing import TYPE_CHECKING, Any
 if __package__ in (None, ""):  # run as a file (make bench): make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import CLOCK_TICKS, cell, jsonable, percentile, summarise  # noqa: E402
+from bench._common import CLOCK_TICKS, cell, percentile, print_report, summarise  # noqa: E402
 
 if TYPE_CHECKING:
     from collector.result import RunResult
@@ -342,7 +341,7 @@ async def measure_scrape(config_dir: Path, *, samples: int, concurrency: int = 1
             warm_ms.append(timed(service.state.render)[0])
             body = text.encode()
 
-        service.metrics = MetricsRenderer(service.state, max_age=0, loop=asyncio.get_running_loop())  # every scrape renders
+        service.metrics = MetricsRenderer(service.state, max_age=0)  # every scrape renders
         api = ApiServer(create_app(service), HOST, 0)
         await api.start()
         scrape_ms: dict[str, list[float]] = {"identity": [], "gzip": []}
@@ -549,11 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "duration_s": args.duration,
         "repeat": args.repeat,
     }
-    if args.json:
-        print(json.dumps(jsonable(report), separators=(",", ":"), allow_nan=False))
-    else:
-        print(format_table(report))
-    return 0
+    return print_report(report, args.json, format_table)
 
 
 if __name__ == "__main__":

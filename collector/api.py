@@ -13,7 +13,6 @@ body size limit and CORS.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -110,7 +109,7 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/metrics", summary="Prometheus exposition", response_class=Response)
     async def metrics(request: Request) -> Response:
         gzipped = "gzip" in request.headers.get("accept-encoding", "")
-        body = await asyncio.to_thread(service.metrics.render, gzipped=gzipped)
+        body = await service.metrics.serve(gzipped=gzipped)
         headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"} if gzipped else {}
         return Response(body, media_type=CONTENT_TYPE, headers=headers)
 

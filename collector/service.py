@@ -212,8 +212,6 @@ class Service:
         await self.alerts.start()
         self.reports.start()
         self.live.attach()
-        # /metrics is rendered on this loop, in slices between the probes (collector/metrics.py says why).
-        self.metrics.loop = asyncio.get_running_loop()
         # Everything built so far lives as long as the process: keep it out of the
         # collector's full collections, which otherwise pause the loop (and the probes).
         gc.freeze()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collector.metrics import State, new_registry
+import gzip
+
+from collector.metrics import MetricsRenderer, State, new_registry
 from collector.result import CheckFailure, RunResult, StepResult
 
 PHASES = {"connect": 0.001, "tls": 0.0, "request": 0.0005, "first_byte": 0.02, "transfer": 0.0001}
@@ -183,3 +185,48 @@ def test_a_restart_resumes_the_failure_streak() -> None:
     assert registry.get_sample_value("flowprobe_workflow_last_run_timestamp_seconds", labels) == 1700000000.0 + 0.25
     state.record(run("failure"))
     assert registry.get_sample_value("flowprobe_workflow_consecutive_failures", labels) == 5
+
+
+def test_once_scraped_a_run_renders_its_pair_as_it_is_recorded() -> None:
+    """After the first scrape each run renders its own pair's lines, so a scrape finds them ready;
+    before it (nobody scrapes the embedded default) a run renders nothing."""
+    state = State()
+    state.configure({("order-placement", "prod"): {}, ("b", "prod"): {}})
+    pair = state.pairs[("order-placement", "prod")]
+    state.record(run())
+    assert pair.rendered is None
+    renderer = MetricsRenderer(state, max_age=0)
+    renderer.render()
+    state.record(run("failure"))
+    assert pair.rendered is not None and pair.rendered[0] == pair.version
+    ready = pair.rendered
+    text = renderer.render().decode()
+    assert pair.rendered is ready  # the scrape used the lines the run made
+    assert 'flowprobe_workflow_runs_total{workflow="order-placement",env="prod",result="failure"} 1\n' in text
+    assert 'flowprobe_workflow_consecutive_failures{workflow="order-placement",env="prod"} 1\n' in text
+    for each in state.pairs.values():
+        each.rendered = None
+    assert text.startswith(state.render())  # the same lines a fresh render makes, then the process metrics
+
+
+def test_scrapes_render_in_a_lowest_priority_thread_of_their_own() -> None:
+    """The probes' loop preempts the render whenever it has work (the scale benchmark's lateness depends on it)."""
+    import asyncio
+    import os
+    import threading
+
+    state = State()
+    state.configure({("order-placement", "prod"): {}})
+    state.record(run())
+    renderer = MetricsRenderer(state, max_age=0)
+
+    async def scrape() -> tuple[bytes, int, int]:
+        body = await renderer.serve(gzipped=True)
+        where = await asyncio.get_running_loop().run_in_executor(
+            renderer._executor, lambda: (threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        return body, *where
+
+    body, thread, nice = asyncio.run(scrape())
+    assert gzip.decompress(body).decode().startswith(state.render())
+    assert thread != threading.get_native_id()
+    assert nice == 19
