@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import multiprocessing
 import os
@@ -36,7 +37,7 @@ import sys
 import tempfile
 import time
 from array import array
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +51,7 @@ __all__ = [
     "Nginx",
     "add_loop_argument",
     "check_loop",
+    "print_report",
     "run_on",
     "cell",
     "cores",
@@ -215,6 +217,12 @@ def check_loop(parser: argparse.ArgumentParser, loop: str) -> None:
             import uvloop  # noqa: F401
         except ImportError:
             parser.error("--loop uvloop: uvloop is not installed (pip install uvloop, or --loop asyncio)")
+
+
+def print_report(report: dict[str, Any], as_json: bool, format_table: Callable[[dict[str, Any]], str]) -> int:
+    """The report as one JSON object (``--json``) or as `format_table` lays it out; 0, the exit status."""
+    print(json.dumps(jsonable(report), separators=(",", ":"), allow_nan=False) if as_json else format_table(report), flush=True)
+    return 0
 
 
 def run_on(loop: str, main: Coroutine[Any, Any, _T]) -> _T:

@@ -173,7 +173,7 @@ def _serve(config_dir: str, data_dir: str, core: int | None, reply: Connection) 
     logging.basicConfig(level=logging.WARNING)
     from collector.api import create_app
     from collector.dashboard_api import dashboard_router
-    from collector.service import ApiServer, Service
+    from collector.service import ApiServer, Service, run_event_loop
 
     async def serve() -> None:
         service = Service([config_dir], data_dir=data_dir, watch=False)
@@ -186,7 +186,7 @@ def _serve(config_dir: str, data_dir: str, core: int | None, reply: Connection) 
         reply.close()
         await asyncio.Event().wait()
 
-    asyncio.run(serve())
+    run_event_loop(serve())  # the loop `flowprobe run` serves the API on
 
 
 class ApiProcess:

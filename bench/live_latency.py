@@ -465,11 +465,13 @@ def run(args: argparse.Namespace, title: str) -> int:
     def progress(message: str) -> None:
         print(f"... {message}", file=sys.stderr, flush=True)
 
+    from collector.service import run_event_loop
+
     target = Target(client_cpu)
     try:
         with tempfile.TemporaryDirectory(prefix="flowprobe-bench-live-config-") as workdir:
             config_dir = write_config(Path(workdir) / "workflows", target.base_url, setup.workflows, 1, setup.interval)
-            report = asyncio.run(measure(setup, config_dir, target, client_cpu, progress))
+            report = run_event_loop(measure(setup, config_dir, target, client_cpu, progress))  # as `flowprobe run` runs
     finally:
         target.stop()
     report["setup"] = {

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import os
 import statistics
 import sys
@@ -68,7 +67,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import CollectorProcess, Nginx, add_loop_argument, check_loop, cores, jsonable, percentile, progress, proc_rss_kib, table  # noqa: E402
+from bench._common import CollectorProcess, Nginx, add_loop_argument, check_loop, cores, print_report, percentile, progress, proc_rss_kib, table  # noqa: E402
 
 __all__ = ["main", "measure"]
 
@@ -338,12 +337,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
-    report = measure(args)
-    if args.json:
-        print(json.dumps(jsonable(report), separators=(",", ":"), allow_nan=False), flush=True)
-    else:
-        print(format_table(report), flush=True)
-    return 0
+    return print_report(measure(args), args.json, format_table)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import random
@@ -74,7 +73,7 @@ import yaml
 if __package__ in (None, ""):  # run as a file: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import HOST, CollectorProcess, add_loop_argument, check_loop, cores, free_port, jsonable, percentile, progress, proc_rss_kib, table  # noqa: E402
+from bench._common import HOST, CollectorProcess, add_loop_argument, check_loop, cores, print_report, free_port, percentile, progress, proc_rss_kib, table  # noqa: E402
 
 __all__ = ["main", "soak"]
 
@@ -401,12 +400,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
-    report = soak(args)
-    if args.json:
-        print(json.dumps(jsonable(report), separators=(",", ":"), allow_nan=False), flush=True)
-    else:
-        print(format_table(report), flush=True)
-    return 0
+    return print_report(soak(args), args.json, format_table)
 
 
 if __name__ == "__main__":

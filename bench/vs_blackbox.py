@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import multiprocessing
 import os
 import re
@@ -72,8 +71,8 @@ from bench._common import (  # noqa: E402
     cell,
     cores,
     free_port,
-    jsonable,
     proc_cpu_seconds,
+    print_report,
     progress,
     run_on,
     summarise,
@@ -387,12 +386,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    report = run(args)
-    if args.json:
-        print(json.dumps(jsonable(report), separators=(",", ":"), allow_nan=False), flush=True)
-    else:
-        print(format_table(report), flush=True)
-    return 0
+    return print_report(run(args), args.json, format_table)
 
 
 if __name__ == "__main__":
