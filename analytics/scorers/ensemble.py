@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from analytics.scorers.calibration import OnsetGate, QuantileCalibrator
+from analytics.scorers.drift import ShiftWatch
 from analytics.scorers.robust import DiffZ, MeanZ, ValueZ
 from analytics.scorers.seasonal import SeasonalZ
 
@@ -41,6 +42,17 @@ class EnsembleScorer:
     single domain threshold unchanged. A rest that damps everything, worse
     incidents too, scored NAB 54.1 but hid a real spike behind a false alarm
     on the domain set and cut its best-threshold F1 from 0.83/0.86 to 0.79/0.78.
+    A shift watch (`ShiftWatch`: a Page-Hinkley test, river's, on the value's
+    signed robust z clipped to +-5, threshold 30, delta 1) multiplies the ratio
+    by `shift_boost` (1.5) for the `shift_span` (10) points after it signals a
+    sustained change of level: a shift or a drop to a new low alarms while it
+    is still a few points old, where each point alone sits just under the
+    threshold; a lone spike moves the test by at most 5 and does not set it
+    off. Measured against no watch, at each one's NAB-best threshold (0.63 for
+    both): NAB 53.0 -> 57.9, window F1 0.46 -> 0.47 (38 of 49 windows found,
+    not 35; 75 false-alarm events, not 68), domain F1 0.64 -> 0.64 (seed 7)
+    and 0.62 -> 0.62 (seed 11), about 8 % slower (110,000 points/s). `shift_boost=1.0`
+    turns it off.
     Deterministic, so `seed` is accepted only for a uniform signature.
 
     `score_one` does not change the detector; `learn_one` reuses the work of a
@@ -54,8 +66,8 @@ class EnsembleScorer:
     ...     x = 20.0 + rng.gauss(0.0, 1.0) + (8.0 if i >= 1200 else 0.0)
     ...     scores.append(d.score_one(x))
     ...     d.learn_one(x)
-    >>> [(i, round(s, 2)) for i, s in enumerate(scores) if s >= 0.65]  # the shift (each point beats the last), then quiet
-    [(1200, 0.75), (1201, 0.78), (1202, 0.84)]
+    >>> [(i, round(s, 2)) for i, s in enumerate(scores) if s >= 0.65]  # the shift; the watch's boost once it is sure; quiet
+    [(1200, 0.75), (1201, 0.78), (1202, 0.84), (1208, 0.87), (1209, 0.87)]
     """
 
     def __init__(
@@ -69,6 +81,8 @@ class EnsembleScorer:
         decay: float = 0.998,
         rest_level: float = 0.7,
         rest: int = 150,
+        shift_boost: float = 1.5,
+        shift_span: int = 10,
         seasonal: bool = False,
         seed: int | None = None,
     ) -> None:
@@ -82,6 +96,9 @@ class EnsembleScorer:
             raise ValueError(f"{len(self._members)} members but {len(qs)} quantiles in q")
         self._calibrators = [QuantileCalibrator(history, qi) for qi, _ in zip(qs, self._members)]
         self._gate = OnsetGate(damp, decay, rest_level, rest)
+        value = next((i for i, m in enumerate(self._members) if isinstance(m, ValueZ)), None)
+        self._shift = None if value is None or shift_boost == 1.0 else ShiftWatch(self._members[value], value, shift_span)
+        self._boost = shift_boost
         self._cached: tuple[float, float | None, float, list[float | None]] | None = None
 
     def _evaluate(self, x: float, t: float | None) -> tuple[float, list[float | None]]:
@@ -96,6 +113,8 @@ class EnsembleScorer:
                     best = ratio
         if best <= 0.0:
             return 0.0, raws
+        if self._shift is not None and self._shift.active:
+            best *= self._boost
         return self._gate.gated(best / (best + 1.0)), raws
 
     def score_one(self, x: float, t: float | None = None) -> float:
@@ -110,6 +129,8 @@ class EnsembleScorer:
         else:
             score, raws = self._evaluate(x, t)
         self._cached = None
+        if self._shift is not None:
+            self._shift.learn(x, raws)  # before the members learn x: it reads the value window x is measured against
         for r, calibrator in zip(raws, self._calibrators):
             if r is not None:
                 calibrator.learn(r)
