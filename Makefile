@@ -12,7 +12,7 @@ SYSTEM_DEPS = prometheus:prometheus promtool:prometheus \
 # Libraries (no binary to look for): WeasyPrint's Pango and a font for the PDF report.
 SYSTEM_LIBS = libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
 
-.PHONY: install system-deps demo test check bench clean
+.PHONY: install system-deps bench-deps demo test check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ system-deps:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
+# The peers and tools the benchmarks run against (bench/vs_blackbox.py, bench/scale_collector.py); not needed by the tests.
+BENCH_DEPS = prometheus-blackbox-exporter:prometheus-blackbox-exporter nginx:nginx-light wrk:wrk
+
+bench-deps:
+	@$(MAKE) --no-print-directory system-deps SYSTEM_DEPS="$(BENCH_DEPS)" SYSTEM_LIBS=
+
 demo: install
 	@echo "flowprobe demo: starting the demo targets and the collector (Ctrl-C stops it)"
 	$(BIN)/flowprobe demo
@@ -47,7 +53,7 @@ test: install system-deps
 check: install
 	FLOWPROBE_PROBE_EMAIL=x FLOWPROBE_PROBE_PASSWORD=x $(BIN)/flowprobe check workflows/
 
-bench: install
+bench: install bench-deps
 	$(BIN)/python bench/collector_throughput.py
 
 clean:

@@ -257,7 +257,7 @@ def _demo(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     try:
         run_event_loop(run_demo(config=args.config, listen=args.listen, target_port=args.target_port, data_dir=args.data_dir,
-                             analytics_listen=args.analytics_listen))
+                                analytics_listen=args.analytics_listen))
     except (OSError, ConfigError) as exc:
         print(f"flowprobe demo: {exc}", file=sys.stderr)
         return 1
