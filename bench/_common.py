@@ -50,18 +50,18 @@ __all__ = [
     "LOOPS",
     "Nginx",
     "add_loop_argument",
-    "check_loop",
-    "print_report",
-    "run_on",
     "cell",
+    "check_loop",
     "cores",
     "free_port",
     "jsonable",
     "percentile",
+    "print_report",
     "proc_cpu_seconds",
     "proc_fds",
     "proc_rss_kib",
     "progress",
+    "run_on",
     "summarise",
     "table",
     "wait_for_port",
@@ -197,7 +197,6 @@ def _children(pid: int) -> list[int]:
 
 
 # ---------------------------------------------------------------- the collector in its own process
-
 
 
 _T = TypeVar("_T")
