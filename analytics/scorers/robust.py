@@ -7,11 +7,12 @@ window (bounded memory).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from analytics.scorers.window import SortedWindow
 
-__all__ = ["DiffZ", "MeanZ", "RobustScorer", "ValueZ", "squash"]
+__all__ = ["DiffZ", "MeanZ", "RobustScorer", "SpreadZ", "ValueZ", "squash"]
 
 
 def squash(z: float, k: float) -> float:
@@ -89,6 +90,80 @@ class MeanZ:
         if len(recent) == self._span:
             # summed fresh from the deque: a running sum would drift with float error over millions of points
             self._window.add(sum(recent) / self._span)
+
+
+class SpreadZ:
+    """Robust z of the log standard deviation of the last `span` values (x included) against past such: a change of texture.
+
+    Two-sided: a burst of swings in a quiet series (a dense run of spikes, an
+    oscillation that starts) and a series that goes flat or stops swinging (a
+    stuck sensor, a host that stopped reporting load, traffic that died).
+    Neither moves the level much, so the value, step and mean members miss
+    them. The log makes a doubling of the spread count the same at any scale;
+    the 1e-9 keeps a perfectly flat stretch finite (and very far from a noisy
+    series' usual spread).
+
+    The spread of overlapping 6-point windows changes slowly, so it is
+    measured on every `stride`-th point only (None in between: the ensemble
+    skips the member there): a change of texture is seen at most `stride - 1`
+    points later, for a third of the cost. It says nothing until it has
+    seen `warmup` spreads (300 points): the log of a 6-point spread has a long
+    low tail (six noisy values that happen to lie close together), and with
+    fewer the calibrator takes one of those for a change.
+
+    >>> import random
+    >>> rng = random.Random(5)
+    >>> spread = SpreadZ(span=6)
+    >>> zs = []
+    >>> for i in range(400):
+    ...     x = 100.0 + (rng.gauss(0.0, 1.0) if not 300 <= i < 320 else 0.0)  # 20 points with no noise at all
+    ...     zs.append(spread.statistic(x) or 0.0)
+    ...     spread.learn(x)
+    >>> max(zs[:300]) < 4.0, min(z for z in zs[305:320] if z) > 10.0
+    (True, True)
+    """
+
+    __slots__ = ("_window", "_warmup", "_recent", "_span", "_cached", "_stride", "_phase")
+
+    def __init__(self, window: int = 1000, span: int = 6, warmup: int = 100, stride: int = 3) -> None:
+        self._window = SortedWindow(window)
+        self._warmup = warmup
+        self._recent: deque[float] = deque(maxlen=span - 1)
+        self._span = span
+        self._cached: tuple[float, float] | None = None
+        self._stride = stride
+        self._phase = 0
+
+    def _log_spread(self, x: float) -> float:
+        cached = self._cached
+        if cached is not None and cached[0] == x:
+            return cached[1]
+        n = self._span
+        total = x
+        for v in self._recent:
+            total += v
+        mean = total / n
+        d = x - mean
+        ss = d * d
+        for v in self._recent:
+            d = v - mean
+            ss += d * d
+        out = math.log(math.sqrt(ss / n) + 1e-9)
+        self._cached = (x, out)
+        return out
+
+    def statistic(self, x: float, t: float | None = None) -> float | None:
+        if self._phase or len(self._recent) < self._span - 1 or len(self._window._sorted) < self._warmup:
+            return None
+        return self._window.robust_z(self._log_spread(x))
+
+    def learn(self, x: float, t: float | None = None) -> None:
+        if not self._phase and len(self._recent) == self._span - 1:
+            self._window.add(self._log_spread(x))
+        self._cached = None
+        self._recent.append(x)
+        phase = self._phase + 1
+        self._phase = 0 if phase == self._stride else phase
 
 
 class RobustScorer:

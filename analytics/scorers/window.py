@@ -42,10 +42,10 @@ class SortedWindow:
 
     def add(self, x: float) -> None:
         order, ordered = self._order, self._sorted
+        if len(order) == self.size:
+            del ordered[bisect_left(ordered, order.popleft())]
         order.append(x)
         insort(ordered, x)
-        if len(order) > self.size:
-            del ordered[bisect_left(ordered, order.popleft())]
 
     def quantile(self, q: float) -> float:
         """The lower empirical `q`-quantile (no interpolation); the window must not be empty."""

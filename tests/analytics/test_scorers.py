@@ -103,3 +103,14 @@ MODULES = sorted(
 def test_doctests(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0, f"{result.failed} doctest failure(s) in {module}"
+
+
+def test_shipped_detector_alarms_when_a_noisy_series_goes_flat() -> None:
+    """A stuck value at the median: no value, step or mean is unusual, only the spread (SpreadZ) is."""
+    from analytics.scorers.registry import THRESHOLD
+
+    rng = random.Random(9)
+    values = [100.0 + rng.gauss(0.0, 5.0) for _ in range(1500)] + [100.0] * 30
+    scores = run(DEFAULT, values, times(len(values)))
+    assert max(scores[300:1500]) < THRESHOLD, "no false alarm on steady noise once warmed up"
+    assert max(scores[1500:]) >= THRESHOLD, "going flat alarms"
