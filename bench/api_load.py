@@ -68,9 +68,12 @@ from typing import Any
 
 import httpx
 
-HOST = "127.0.0.1"
+if __package__ in (None, ""):  # run as a file: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import CLOCK_TICKS, HOST, percentile  # noqa: E402
+
 OVERVIEW = "/api/monitoring/dashboard/overview"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 TARGET_P95_MS = 200.0
 DEMO_WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 PROBE_ENV = {"FLOWPROBE_PROBE_EMAIL": "bench@flowprobe.local", "FLOWPROBE_PROBE_PASSWORD": "bench-password"}
@@ -217,13 +220,6 @@ class ApiProcess:
 
 
 # ---------------------------------------------------------------- the users
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
 
 
 def first_answer(base_url: str, path: str) -> dict[str, Any]:

@@ -49,7 +49,6 @@ import argparse
 import asyncio
 import gc
 import json
-import math
 import multiprocessing
 import os
 import sys
@@ -65,19 +64,13 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import percentile  # noqa: E402
 from bench.collector_throughput import CLOCK_TICKS, Target, write_config  # noqa: E402
 
-__all__ = ["Setup", "main", "measure", "percentile"]
+__all__ = ["Setup", "main", "measure"]
 
 HOST = "127.0.0.1"
 WS_PATH = "/api/monitoring/websocket"
-
-
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """Nearest rank, on sorted values; NaN when there are none."""
-    if not ordered:
-        return float("nan")
-    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
 
 
 def _cpu_seconds(pid: int | None) -> float:
