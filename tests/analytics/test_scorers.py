@@ -12,7 +12,7 @@ import pytest
 
 import analytics.scorers
 from analytics.scorers import DETECTORS, Detector, default_detector
-from analytics.scorers.registry import DEFAULT
+from analytics.scorers.registry import DEFAULT, THRESHOLD
 
 START = 1_700_000_000.0  # a Tuesday; 5-minute steps as in the NAB files
 STEP = 300.0
@@ -107,8 +107,6 @@ def test_doctests(module: str) -> None:
 
 def test_shipped_detector_alarms_when_a_noisy_series_goes_flat() -> None:
     """A stuck value at the median: no value, step or mean is unusual, only the spread (SpreadZ) is."""
-    from analytics.scorers.registry import THRESHOLD
-
     rng = random.Random(9)
     values = [100.0 + rng.gauss(0.0, 5.0) for _ in range(1500)] + [100.0] * 30
     scores = run(DEFAULT, values, times(len(values)))
