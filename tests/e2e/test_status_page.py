@@ -387,7 +387,10 @@ def test_falls_back_to_server_sent_events_when_the_websocket_fails(session: Sess
 def test_run_detail_shows_steps_phases_and_redacted_captures(session: Session) -> None:
     page = session.open()
     opener = row(page, "user-login").get_by_role("button", name="Last run of user-login in prod")
+    # The row can arrive before its runs, with the button still disabled; a disabled button takes no focus.
+    expect(opener).to_be_enabled()
     opener.focus()
+    expect(opener).to_be_focused()
     page.keyboard.press("Enter")  # the keyboard opens it, and Escape below closes it
     dialog = page.get_by_role("dialog", name="user-login · prod")
     expect(dialog).to_be_visible()
