@@ -6,7 +6,8 @@ queried and alerted on with the workflows' own labels:
 - ``flowprobe_anomaly_score{workflow,env,signal}``: the score of the latest
   point of the signal, 0 (usual) to 1 (anomalous);
 - ``flowprobe_anomaly{workflow,env,signal}``: 1 while that score is at or
-  above the threshold (``--threshold``), else 0;
+  above the threshold (``--threshold``), else 0; always 0 on the series'
+  first ``--probation`` points;
 - ``flowprobe_failure_probability{workflow,env}``: the probability that the
   pair fails within its next K runs (analytics/predict.py), once the model
   has learned enough to say;
@@ -57,13 +58,13 @@ def render(worker: Worker) -> str:
         score = float(series.score or 0.0)
         key = label_set(workflow=workflow, env=env, signal=signal)
         scores.append(f"flowprobe_anomaly_score{{{key}}} {number(score)}\n")
-        flags.append(f"flowprobe_anomaly{{{key}}} {int(score >= worker.threshold)}\n")
+        flags.append(f"flowprobe_anomaly{{{key}}} {int(worker.flagged(series))}\n")
     last_run = f"flowprobe_analytics_last_run_timestamp_seconds {number(worker.last_run)}\n" if worker.last_run is not None else ""
     findings = render_findings(worker) if worker.findings is not None else []
     return "".join(
         [
             family("flowprobe_anomaly_score", "gauge", "How anomalous the latest point of each signal is, from 0 (usual) to 1.", scores),
-            family("flowprobe_anomaly", "gauge", "1 while the latest anomaly score is at or above the worker's threshold, else 0.", flags),
+            family("flowprobe_anomaly", "gauge", "1 while the latest anomaly score is at or above the worker's threshold, after the series' probation; else 0.", flags),
             *findings,
             family("flowprobe_analytics_points_total", "counter", "Points scored and learned by the analytics worker, by source.",
                     f'flowprobe_analytics_points_total{{source="{escape_label(worker.source.name)}"}} {worker.points_total}\n'),

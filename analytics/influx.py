@@ -5,7 +5,8 @@ With ``--influx-url`` (and ``--influx-org``, ``--influx-bucket``, the token in
 
 ``flowprobe_anomaly``
     tags ``workflow``, ``env``, ``signal``; fields ``score`` (0 to 1),
-    ``anomaly`` (boolean: at or above the threshold) and ``value`` (the
+    ``anomaly`` (boolean: at or above the threshold, past the series'
+    probation, as ``flowprobe_anomaly``) and ``value`` (the
     point's own value). Time: the point's.
 ``flowprobe_prediction``
     tags ``workflow``, ``env``; fields ``failure_probability`` (only once the
@@ -36,9 +37,9 @@ PREDICTION_MEASUREMENT = "flowprobe_prediction"
 TOKEN_ENV = "FLOWPROBE_INFLUX_TOKEN"
 
 
-def anomaly_line(point: Point, score: float, threshold: float) -> str:
+def anomaly_line(point: Point, score: float, anomaly: bool) -> str:
     tags = {"workflow": point.workflow, "env": point.env, "signal": point.signal}
-    return line(ANOMALY_MEASUREMENT, tags, {"score": float(score), "anomaly": score >= threshold, "value": float(point.value)}, unix_ns(point.t))
+    return line(ANOMALY_MEASUREMENT, tags, {"score": float(score), "anomaly": anomaly, "value": float(point.value)}, unix_ns(point.t))
 
 
 def prediction_line(run: Run, probability: float | None, forecast: dict[str, float] | None) -> str | None:
@@ -69,8 +70,8 @@ class InfluxOutput:
         settings = InfluxSettings(url=url, org=org, bucket=bucket, token={"env": TOKEN_ENV})
         return cls(InfluxSink(settings, token, Path(state_dir) / "influx-spool"))
 
-    def anomaly(self, point: Point, score: float, threshold: float) -> None:
-        self.pending.append(anomaly_line(point, score, threshold))
+    def anomaly(self, point: Point, score: float, anomaly: bool) -> None:
+        self.pending.append(anomaly_line(point, score, anomaly))
 
     def prediction(self, run: Run, probability: float | None, forecast: dict[str, float] | None) -> None:
         text = prediction_line(run, probability, forecast)

@@ -6,7 +6,8 @@ One file, ``<state-dir>/analytics-state.pickle``: a pickled dict
      "series": {(workflow, env, signal): {"detector": <pickled detector, bytes>,
                                           "kind": "<module>.<class> of the detector",
                                           "last_t": <time of the last point learned>,
-                                          "score": <last score>, "value": <last value>}},
+                                          "score": <last score>, "value": <last value>,
+                                          "learned": <points the detector has learned>}},
      "models": {"findings": <pickled analytics.findings.Findings, bytes>}}
 
 The run-level models (failure predictor, forecaster, pattern finder) are
@@ -53,6 +54,7 @@ class SavedSeries:
     last_t: float
     score: float | None
     value: float | None
+    learned: int | None = None  # None in a file saved before it was counted
 
 
 def kind_of(detector: object) -> str:
@@ -88,7 +90,8 @@ class StateFile:
         for key, entry in data["series"].items():
             try:
                 loaded[tuple(key)] = SavedSeries(  # type: ignore[index]
-                    pickle.loads(entry["detector"]), entry["kind"], float(entry["last_t"]), entry.get("score"), entry.get("value")
+                    pickle.loads(entry["detector"]), entry["kind"], float(entry["last_t"]), entry.get("score"), entry.get("value"),
+                    entry.get("learned"),
                 )
             except Exception as exc:
                 log.warning("ignoring the saved model of %s: %s: %s", "/".join(map(str, key)), type(exc).__name__, exc)
@@ -107,6 +110,7 @@ class StateFile:
                     "last_t": s.last_t,
                     "score": s.score,
                     "value": s.value,
+                    "learned": s.learned,
                 }
                 for key, s in series.items()
             },

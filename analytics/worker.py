@@ -5,7 +5,10 @@ each point asks that series' detector first and teaches it second
 (``score_one``, then ``learn_one``): a score uses only what came before it,
 exactly as live. There is one detector per (workflow, env, signal), made by
 the factory the worker is given (`analytics.scorers.default_detector` when
-run from the command line), so a test can bring its own.
+run from the command line), so a test can bring its own. The score is
+exported from a series' first point; the anomaly flag only after its
+`probation` (750 points from the command line, as NAB's), while the young
+detector's calibration settles.
 
 A source that cannot be read (Prometheus down, the history file missing or
 locked) and a detector that raises are logged and counted in
@@ -36,20 +39,23 @@ from analytics.findings import Findings
 from analytics.influx import InfluxOutput
 from analytics.patterns import Topology
 from analytics.scorers import Detector
+from analytics.scorers.registry import PROBATION as SHIPPED_PROBATION
 from analytics.scorers.registry import THRESHOLD as SHIPPED_THRESHOLD
 from analytics.source import LATENCY, Point, Run, SeriesKey, Source, SourceError, open_source
 from analytics.state import SavedSeries, StateFile, kind_of
 
-__all__ = ["DEFAULT_THRESHOLD", "Series", "Worker", "command", "serve"]
+__all__ = ["DEFAULT_PROBATION", "DEFAULT_THRESHOLD", "Series", "Worker", "command", "serve"]
 
 
 log = logging.getLogger("flowprobe.analytics")
 
 # The score at which flowprobe_anomaly is 1: the shipped detector's calibrated
 # alarm threshold (the one value that scores best on the whole NAB subset, see
-# analytics/scorers/registry.py). The flag is for dashboards; alert rules
-# should use flowprobe_anomaly_score with a `for:` so one odd run does not page.
+# analytics/scorers/registry.py). The generated alert rule holds the flag for
+# a `for:` (collector/rules.py), so one odd run does not page.
 DEFAULT_THRESHOLD = SHIPPED_THRESHOLD
+# The points a series' detector learns before flowprobe_anomaly can be 1 (see registry.PROBATION).
+DEFAULT_PROBATION = SHIPPED_PROBATION
 # A series with no point for this long is no longer exported (its workflow
 # was removed or stopped); its detector is kept, and it comes back with its
 # next point. Longer than any sensible probe schedule.
@@ -62,6 +68,7 @@ class Series:
     last_t: float = -math.inf  # time of the last point learned
     score: float | None = None  # score of that point
     value: float | None = None  # and its value
+    learned: int = 0  # points its detector has learned
 
 
 class Worker:
@@ -71,6 +78,7 @@ class Worker:
         factory: Callable[[], Detector],
         *,
         threshold: float = DEFAULT_THRESHOLD,
+        probation: int = 0,
         interval: float = 15.0,
         state: StateFile | None = None,
         save_every: float = 60.0,
@@ -88,6 +96,9 @@ class Worker:
         self.topology = topology or getattr(source, "topology", None)
         self.influx = influx  # the scores and predictions as InfluxDB points too, when configured
         self.threshold = threshold
+        # No anomaly is flagged on a series' first `probation` points, as NAB scores none
+        # there: a young detector's calibration is still settling (registry.PROBATION).
+        self.probation = probation
         self.interval = interval
         self.state = state
         self.save_every = save_every
@@ -118,7 +129,9 @@ class Worker:
             if expected is not None and entry.kind != expected:
                 changed += 1  # the shipped detector changed: relearn rather than mix two models
                 continue
-            self.series[key] = Series(entry.detector, entry.last_t, entry.score, entry.value)
+            # A file saved before the points were counted: its detectors have had their probation.
+            learned = entry.learned if entry.learned is not None else self.probation + 1
+            self.series[key] = Series(entry.detector, entry.last_t, entry.score, entry.value, learned)
         saved_findings = self.state.models.get("findings")
         if self.findings is not None and isinstance(saved_findings, Findings):
             self.findings = saved_findings
@@ -134,7 +147,7 @@ class Worker:
     async def save(self) -> bool:
         if self.state is None:
             return True
-        snapshot = {key: SavedSeries(s.detector, kind_of(s.detector), s.last_t, s.score, s.value) for key, s in list(self.series.items())}
+        snapshot = {key: SavedSeries(s.detector, kind_of(s.detector), s.last_t, s.score, s.value, s.learned) for key, s in list(self.series.items())}
         models = {"findings": self.findings} if self.findings is not None else {}
         try:
             await asyncio.to_thread(self._save_locked, snapshot, models)
@@ -225,10 +238,11 @@ class Worker:
                     log.exception("a detector failed; the point is skipped", extra={"fields": _fields(key)})
                 continue
             series.score, series.value = min(1.0, max(0.0, score)), point.value
+            series.learned += 1
             if point.signal == LATENCY:
                 latency_scores[(point.workflow, point.env, point.t)] = series.score
             if self.influx is not None:
-                self.influx.anomaly(point, series.score, self.threshold)
+                self.influx.anomaly(point, series.score, self.flagged(series))
             learned += 1
         if no_detector:
             self.errors_total += len(no_detector)
@@ -270,6 +284,14 @@ class Worker:
 
     # ------------------------------------------------------------ reading (the API, the exposition)
 
+    def learning(self, series: Series) -> bool:
+        """Whether the series is still in its probation: its latest point was among its first `probation`."""
+        return series.learned <= self.probation
+
+    def flagged(self, series: Series) -> bool:
+        """Whether the series' latest point is an anomaly: a score at or above the threshold, past the probation."""
+        return series.score is not None and series.score >= self.threshold and not self.learning(series)
+
     def current(self) -> list[tuple[SeriesKey, Series]]:
         """Series with a score, sorted by key; stale ones left out."""
         oldest = self.clock() - self.stale_after
@@ -282,7 +304,8 @@ class Worker:
                 "env": env,
                 "signal": signal_name,
                 "score": s.score,
-                "anomaly": s.score is not None and s.score >= self.threshold,
+                "anomaly": self.flagged(s),
+                "learning": self.learning(s),
                 "value": s.value,
                 "at": s.last_t,
             }
@@ -366,8 +389,9 @@ def command(args: argparse.Namespace, *, factory: Callable[[], Detector] | None 
         except ValueError as exc:
             print(f"flowprobe analytics: {exc}", file=sys.stderr)
             return 1
-    worker = Worker(source, factory, threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold, interval=args.interval,
-                    state=StateFile(args.state_dir), findings=Findings.default(), influx=influx)
+    worker = Worker(source, factory, threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
+                    probation=DEFAULT_PROBATION if args.probation is None else args.probation, interval=args.interval, state=StateFile(args.state_dir),
+                    findings=Findings.default(), influx=influx)
     try:
         asyncio.run(serve(worker, *args.listen))
     except OSError as exc:

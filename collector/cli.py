@@ -80,6 +80,12 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}")
+    return int(text)
+
+
 def _report_end(text: str) -> datetime:
     from collector.report import parse_end
 
@@ -134,6 +140,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="where the detectors are saved, so a restart resumes (default data/analytics)")
     analytics.add_argument("--threshold", type=_fraction, default=None,
                            help="score from which flowprobe_anomaly is 1 (default: the shipped detector's calibrated threshold)")
+    analytics.add_argument("--probation", type=_count, default=None,
+                           help="points each series' detector learns before flowprobe_anomaly can be 1 (default: the shipped detector's, 750)")
     analytics.add_argument("--influx-url", default=os.environ.get("FLOWPROBE_INFLUX_URL"),
                            help="also write the scores and predictions to this InfluxDB v2 write endpoint "
                                 "(token in FLOWPROBE_INFLUX_TOKEN; default $FLOWPROBE_INFLUX_URL, else none)")

@@ -16,7 +16,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from analytics.worker import Worker
+from analytics.worker import DEFAULT_PROBATION, Worker
 from collector.service import ApiServer, Service
 from collector.target import create_app
 
@@ -113,5 +113,5 @@ def _analytics_worker(data_dir: Path, service: Service) -> tuple[Worker | None, 
     except Exception as exc:
         return None, f"no detector ({type(exc).__name__}: {exc})"
     source = HistorySource(data_dir / "history.sqlite3")
-    return Worker(source, default_detector, interval=ANALYTICS_INTERVAL, state=StateFile(data_dir / "analytics"),
+    return Worker(source, default_detector, probation=DEFAULT_PROBATION, interval=ANALYTICS_INTERVAL, state=StateFile(data_dir / "analytics"),
                   findings=Findings.default(), topology=topology), ""

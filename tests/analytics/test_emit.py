@@ -63,7 +63,7 @@ flowprobe_anomaly_score{workflow="health-check",env="staging",signal="error_rate
 flowprobe_anomaly_score{workflow="order-placement",env="prod",signal="latency"} 0.95
 flowprobe_anomaly_score{workflow="order-placement",env="prod",signal="step:place-order"} 0.5
 flowprobe_anomaly_score{workflow="we\\"ird\\\\name",env="dev",signal="latency"} 1.0
-# HELP flowprobe_anomaly 1 while the latest anomaly score is at or above the worker's threshold, else 0.
+# HELP flowprobe_anomaly 1 while the latest anomaly score is at or above the worker's threshold, after the series' probation; else 0.
 # TYPE flowprobe_anomaly gauge
 flowprobe_anomaly{workflow="health-check",env="staging",signal="error_rate"} 0
 flowprobe_anomaly{workflow="order-placement",env="prod",signal="latency"} 1
@@ -116,6 +116,6 @@ def test_the_anomalies_api_lists_current_scores_most_anomalous_first() -> None:
         ("health-check", "error_rate", 0.0, False),
     ]
     assert body["items"][0] == {"workflow": 'we"ird\\name', "env": "dev", "signal": "latency", "score": 1.0, "anomaly": True,
-                                "value": 1.7, "at": NOW - 10}
+                                "learning": False, "value": 1.7, "at": NOW - 10}
     health = asyncio.run(_get(app, "/healthz")).json()
     assert health == {"status": "ok", "source": "history", "source_error": None, "last_run": NOW}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
 import threading
 import time
@@ -18,7 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from analytics.emit import create_app
 from analytics.source import HistorySource, Point, PrometheusSource
-from analytics.state import StateFile
+from analytics.influx import InfluxOutput
+from analytics.state import SavedSeries, StateFile, kind_of
 from analytics.worker import Worker, command
 from collector.cli import _parser
 from collector.result import RunResult, StepResult
@@ -243,10 +245,97 @@ def test_the_cli_flags_parse() -> None:
     args = _parser().parse_args(["analytics", "--source", "prometheus:http://prometheus:9090", "--interval", "1m30s", "--threshold", "0.95"])
     assert (args.listen, args.interval, args.threshold, args.state_dir) == (("127.0.0.1", 9701), 90.0, 0.95, Path("data/analytics"))
     assert _parser().parse_args(["analytics", "--interval", "5"]).interval == 5.0
+    assert (args.probation, _parser().parse_args(["analytics", "--probation", "0"]).probation) == (None, 0)
     for bad in (["--source", "prometheus:localhost:9090"], ["--source", "sqlite:x"], ["--interval", "0s"], ["--interval", "soon"],
-                ["--threshold", "1.5"]):
+                ["--threshold", "1.5"], ["--probation", "-1"], ["--probation", "1.5"], ["--probation", "many"]):
         with pytest.raises(SystemExit):
             _parser().parse_args(["analytics", *bad])
+
+
+# ---------------------------------------------------------------- the probation
+
+
+class Alarmed(CountingDetector):
+    """Every point is as anomalous as can be."""
+
+    def score_one(self, x: float, t: float | None = None) -> float:
+        super().score_one(x, t)
+        return 1.0
+
+
+class Lines:
+    """Where InfluxOutput hands its lines (the sink's side is tested in tests/e2e/test_analytics_influx.py)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add_lines(self, lines: list[str]) -> None:
+        self.lines.extend(lines)
+
+    def fields(self) -> list[dict[str, str]]:
+        """Each line's fields (`flowprobe_anomaly,TAGS score=..,anomaly=..,value=.. TIME`; no spaces in these tags)."""
+        return [dict(field.split("=") for field in line.split(" ")[1].split(",")) for line in self.lines]
+
+
+def _flags(worker: Worker) -> tuple[bool, bool, float]:
+    """(anomaly and learning in the API, flowprobe_anomaly on /metrics) of the one series."""
+    from analytics.emit import render
+
+    (item,) = worker.anomalies()["items"]
+    return item["anomaly"], item["learning"], value(render(worker), "flowprobe_anomaly", workflow="w", env="prod", signal="latency")
+
+
+def test_no_anomaly_is_flagged_on_a_series_first_probation_points(tmp_path: Path) -> None:
+    source, lines = ListSource(), Lines()
+    worker = Worker(source, Alarmed, threshold=0.9, probation=3, state=StateFile(tmp_path), influx=InfluxOutput(lines))  # type: ignore[arg-type]
+    seen = []
+    for i in range(2):
+        source.pending = [Point("w", "prod", "latency", T0 + i, 1.0)]
+        asyncio.run(worker.run_once())
+        seen.append(_flags(worker))
+    asyncio.run(worker.save())
+    # A restart goes on counting: the probation is not served twice.
+    worker = Worker(source, Alarmed, threshold=0.9, probation=3, state=StateFile(tmp_path), influx=InfluxOutput(lines))  # type: ignore[arg-type]
+    worker.load()
+    for i in range(2, 4):
+        source.pending = [Point("w", "prod", "latency", T0 + i, 1.0)]
+        asyncio.run(worker.run_once())
+        seen.append(_flags(worker))
+    assert seen == [(False, True, 0.0)] * 3 + [(True, False, 1.0)]
+    assert all(worker.series[("w", "prod", "latency")].score == 1.0 for _ in seen), "the score itself is exported all along"
+    assert [f["anomaly"] for f in lines.fields()] == ["false"] * 3 + ["true"]
+
+
+def test_a_state_saved_before_the_points_were_counted_resumes_past_its_probation(tmp_path: Path) -> None:
+    state = StateFile(tmp_path)
+    state.save({("w", "prod", "latency"): SavedSeries(Alarmed(), kind_of(Alarmed()), T0, 1.0, 1.0)})  # no `learned`
+    source = ListSource()
+    worker = Worker(source, Alarmed, threshold=0.9, probation=750, state=state)
+    assert worker.load() == 1
+    source.pending = [Point("w", "prod", "latency", T0 + 1, 1.0)]
+    asyncio.run(worker.run_once())
+    assert _flags(worker) == (True, False, 1.0)
+
+
+def test_the_shipped_probation_holds_back_a_young_detectors_false_alarms() -> None:
+    """Clean workflow latencies (no incident): the shipped ensemble, young, scores some above the threshold."""
+    from analytics.scorers import default_detector
+    from analytics.worker import DEFAULT_PROBATION, DEFAULT_THRESHOLD
+    from bench.anomaly_domain import make_series
+
+    rng = random.Random(3)
+    source, lines = ListSource(), Lines()
+    worker = Worker(source, default_detector, probation=DEFAULT_PROBATION, influx=InfluxOutput(lines))  # type: ignore[arg-type]
+    young = []
+    for index in range(3):
+        series, _ = make_series(rng, index)  # its incidents come after the probation, so these points are clean
+        source.pending = [Point(f"w{index}", "prod", "latency", t, x) for t, x in zip(series.times[:DEFAULT_PROBATION], series.values)]
+        asyncio.run(worker.run_once())
+        young.append(worker.series[(f"w{index}", "prod", "latency")].learned)
+    fields = lines.fields()
+    assert young == [DEFAULT_PROBATION] * 3 and len(fields) == 3 * DEFAULT_PROBATION
+    assert any(float(f["score"]) >= DEFAULT_THRESHOLD for f in fields), "a young detector alarms: the probation has work to do"
+    assert not any(f["anomaly"] == "true" for f in fields)
 
 
 # ---------------------------------------------------------------- state across restarts
