@@ -38,8 +38,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, separators=(",", ":"))
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the sys.stderr of the moment, not the one at start: a test harness swaps it and closes the old one."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # set by StreamHandler.__init__; the property always answers sys.stderr
+
+
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RedactingFilter(global_redactor))
     root = logging.getLogger()
