@@ -46,11 +46,11 @@ def partition_of(frame: pandas.DataFrame, key_cols: Sequence[str], partitions: i
     return (hashes % partitions).astype(np.int64)[codes]
 
 
-def score_frame(frame: Any, key_cols: Sequence[str], value_col: str, time_col: str, window: int) -> Any:
-    """The frame sorted by series and time, with a `robust_z` column. One partition's work; pandas or cuDF."""
+def score_frame(frame: Any, key_cols: Sequence[str], value_col: str, time_col: str, window: int, backend: Backend | None = None) -> Any:
+    """The frame sorted by series and time, with a `robust_z` column. One partition's work; pandas or cuDF (or CuPy)."""
     ordered = frame.sort_values([*key_cols, time_col], kind="stable") if len(frame) else frame
     out = ordered.copy()
-    out[Z_COLUMN] = rolling_robust_z(ordered, list(key_cols), value_col, window) if len(ordered) else []
+    out[Z_COLUMN] = rolling_robust_z(ordered, list(key_cols), value_col, window, backend) if len(ordered) else []
     return out
 
 
@@ -71,9 +71,10 @@ def score_in_chunks(frame: pandas.DataFrame, key_cols: Sequence[str], value_col:
     """Score a pandas frame part by part on `backend`, so memory stays about chunk_rows x window floats.
 
     Each part is a set of whole series (split by `partition_of`), moved to the
-    backend (a GPU for cuDF), scored, and brought back as pandas.
+    backend (a GPU for cuDF; for CuPy only its arrays go), scored, and brought
+    back as pandas.
     """
-    scored = [backend.to_pandas(score_frame(backend.from_pandas(chunk), key_cols, value_col, time_col, window))
+    scored = [backend.to_pandas(score_frame(backend.from_pandas(chunk), key_cols, value_col, time_col, window, backend))
               for chunk in _chunks(frame, key_cols, chunk_rows)]
     return pandas.concat(scored) if scored else score_frame(frame, key_cols, value_col, time_col, window)
 

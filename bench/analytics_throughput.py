@@ -1,17 +1,19 @@
-"""Bulk analytics throughput: rolling robust z-scores grouped by series, pandas against cuDF.
+"""Bulk analytics throughput: rolling robust z-scores grouped by series, pandas against cuDF and CuPy.
 
-    .venv/bin/python -m bench.analytics_throughput [--points 1M,10M] [--backends pandas,cudf] [--json]
+    .venv/bin/python -m bench.analytics_throughput [--points 1M,10M] [--backends pandas,arrays,cudf,cupy] [--json]
 
 For each size it builds a history of `--series` series (lognormal latencies,
 interleaved as they arrive from many workflows) and scores every point
 against the previous `--window` points of its series with
 `analytics.batch.score_in_chunks`: the same function, split by series into
 parts of `--chunk-rows`, on each backend. It prints points per second (the
-median of `--repeat` runs, with min and max) and, where both backends ran,
-checks that they agree within float tolerance and prints the speed-up.
+median of `--repeat` runs, with min and max) and, for each backend beside
+pandas, whether it agrees with pandas within float tolerance and the speed-up.
 
-cuDF is used only where it imports and sees a GPU (analytics/frame.py); on a
-machine without one the cudf row says so. Sizes accept K and M suffixes.
+The backends (analytics/frame.py): `pandas` (groupby on the frame), `arrays`
+(the CuPy backend's array code, on numpy), `cudf` and `cupy` (only where they
+import and see a GPU; on a machine without one their rows say so). Sizes
+accept K and M suffixes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 import pandas
 
 from analytics.batch import Z_COLUMN, score_in_chunks
-from analytics.frame import PANDAS, _cudf_backend
+from analytics.frame import ARRAYS, PANDAS, Backend, _cudf_backend, _cupy_backend
 
 KEYS = ["series"]
 
@@ -62,28 +64,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=30)
     parser.add_argument("--chunk-rows", type=parse_size, default=2_000_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--backends", default="pandas,cudf")
+    parser.add_argument("--backends", default="pandas,arrays,cudf,cupy")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    gpu = _cudf_backend()
+    backends: dict[str, Backend | None] = {"pandas": PANDAS, "arrays": ARRAYS, "cudf": _cudf_backend(), "cupy": _cupy_backend()}
     rows: list[dict[str, Any]] = []
     for size in (parse_size(s) for s in args.points.split(",")):
         frame = history(size, args.series)
-        results: dict[str, pandas.Series] = {}
+        baseline: tuple[float, pandas.Series] | None = None
         for name in args.backends.split(","):
-            backend = PANDAS if name == "pandas" else gpu
+            if name not in backends:
+                parser.error(f"unknown backend {name!r}; known: {', '.join(backends)}")
+            backend = backends[name]
             if backend is None:
-                rows.append({"points": size, "backend": name, "error": "no CUDA GPU or cuDF here"})
+                rows.append({"points": size, "backend": name, "error": f"no CUDA GPU or {name} here"})
                 continue
-            times, results[name] = measure(frame, backend, args.window, args.chunk_rows, args.repeat)
+            times, scored = measure(frame, backend, args.window, args.chunk_rows, args.repeat)
             row = {"points": size, "backend": name, "seconds_median": statistics.median(times), "seconds_min": min(times),
                    "seconds_max": max(times), "points_per_second": size / statistics.median(times)}
+            if name == "pandas":
+                baseline = (row["seconds_median"], scored)
+            elif baseline is not None:
+                row["matches_pandas"] = bool(np.allclose(baseline[1].to_numpy(), scored.to_numpy(), rtol=1e-9, atol=1e-9, equal_nan=True))
+                row["speedup"] = baseline[0] / row["seconds_median"]
             rows.append(row)
-        if len(results) == 2:
-            a, b = results.values()
-            rows[-1]["matches_pandas"] = bool(np.allclose(a.to_numpy(), b.to_numpy(), rtol=1e-9, atol=1e-9, equal_nan=True))
-            rows[-1]["speedup"] = rows[-2]["seconds_median"] / rows[-1]["seconds_median"]
     report = {"window": args.window, "series": args.series, "chunk_rows": args.chunk_rows, "repeat": args.repeat, "rows": rows}
     if args.json:
         print(json.dumps(report))

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from analytics.batch import Z_COLUMN, partition_of, score_frame, score_in_chunks, score_with_dask
-from analytics.frame import PANDAS
+from analytics.frame import ARRAYS, PANDAS
 
 KEYS = ["workflow", "env", "signal"]
 
@@ -42,10 +42,11 @@ def test_partition_of_is_stable_and_keeps_each_series_whole():
         partition_of(frame, KEYS, 0)
 
 
-def test_chunks_give_the_one_process_scores():
+@pytest.mark.parametrize("backend", [PANDAS, ARRAYS], ids=lambda b: b.name)
+def test_chunks_give_the_one_process_scores(backend):
     frame = history()
     whole = by_row(score_frame(frame, KEYS, "value", "t", window=20))
-    chunked = by_row(score_in_chunks(frame, KEYS, "value", "t", 20, backend=PANDAS, chunk_rows=300))
+    chunked = by_row(score_in_chunks(frame, KEYS, "value", "t", 20, backend=backend, chunk_rows=300))
     assert len(chunked) == len(frame)
     np.testing.assert_allclose(chunked[Z_COLUMN], whole[Z_COLUMN], equal_nan=True)
     spikes = whole[whole["t"] == 75 * 60.0]

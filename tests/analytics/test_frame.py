@@ -1,4 +1,4 @@
-"""The frame backend: the pandas path against a plain-Python reference, the cuDF path against pandas on a GPU."""
+"""The frame backend: the pandas and array paths against a plain-Python reference, cuDF and CuPy against pandas on a GPU."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics.frame import PANDAS, _cudf_backend, rolling_robust_z, select_backend
+from analytics.frame import ARRAYS, PANDAS, Backend, _cudf_backend, _cupy_backend, rolling_robust_z, select_backend
 from analytics.scorers.window import SortedWindow
 
 
@@ -41,10 +41,11 @@ def frame(seed: int = 3) -> pd.DataFrame:
     return df.sort_values("i", kind="stable").reset_index(drop=True)
 
 
+@pytest.mark.parametrize("backend", [PANDAS, ARRAYS], ids=lambda b: b.name)
 @pytest.mark.parametrize("window", [1, 4, 25])
-def test_pandas_path_matches_plain_python(window: int) -> None:
+def test_cpu_paths_match_plain_python(window: int, backend: Backend) -> None:
     df = frame()
-    z = rolling_robust_z(df, ["host", "step"], "latency", window)
+    z = rolling_robust_z(df, ["host", "step"], "latency", window, backend)
     assert z.index.equals(df.index)
     for _, group in df.groupby(["host", "step"]):
         expected = reference(group["latency"].tolist(), window)
@@ -70,17 +71,34 @@ def test_the_spike_stands_out() -> None:
         assert gz[group["i"] == 100].iloc[0] > gz[group["i"] != 100].max()
 
 
+def test_the_array_path_is_the_groupby_path_exactly_with_gaps_and_short_series() -> None:
+    """What the CuPy backend runs, on numpy: missing values, a one-row series and a series shorter than the window."""
+    df = frame()
+    df.loc[df.sample(frac=0.05, random_state=1).index, "latency"] = np.nan
+    df = pd.concat([df, pd.DataFrame({"host": ["c", "d", "d"], "step": ["x", "y", "y"], "i": [0, 0, 1], "latency": [1.0, 2.0, 3.0]})],
+                   ignore_index=True)
+    for window in (1, 3, 25, 200):
+        expected = rolling_robust_z(df, ["host", "step"], "latency", window)
+        got = rolling_robust_z(df, ["host", "step"], "latency", window, ARRAYS)
+        assert got.index.equals(df.index) and got.name == expected.name
+        np.testing.assert_array_equal(got.to_numpy(), expected.to_numpy())  # NaN where pandas has NaN, and bit for bit
+
+
 def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOWPROBE_BACKEND", "pandas")
     assert select_backend() is PANDAS
+    assert select_backend("arrays") is ARRAYS
     monkeypatch.setenv("FLOWPROBE_BACKEND", "auto")
-    assert select_backend().name == ("cudf" if _cudf_backend() else "pandas")
+    assert select_backend().name == ("cudf" if _cudf_backend() else "cupy" if _cupy_backend() else "pandas")
     monkeypatch.setenv("FLOWPROBE_BACKEND", "polars")
-    with pytest.raises(ValueError, match="FLOWPROBE_BACKEND must be one of auto, pandas, cudf, got 'polars'"):
+    with pytest.raises(ValueError, match="FLOWPROBE_BACKEND must be one of auto, pandas, cudf, cupy, arrays, got 'polars'"):
         select_backend()
     if _cudf_backend() is None:
         with pytest.raises(RuntimeError, match="cuDF is not importable or no CUDA GPU is present"):
             select_backend("cudf")
+    if _cupy_backend() is None:
+        with pytest.raises(RuntimeError, match="CuPy is not importable or no CUDA GPU is present"):
+            select_backend("cupy")
 
 
 @pytest.mark.gpu
@@ -91,3 +109,13 @@ def test_cudf_path_matches_pandas() -> None:
     expected = rolling_robust_z(df, ["host", "step"], "latency", 25)
     got = gpu.to_pandas(rolling_robust_z(gpu.from_pandas(df), ["host", "step"], "latency", 25))
     np.testing.assert_allclose(got.to_numpy(dtype=float, na_value=np.nan), expected.to_numpy(), rtol=1e-9, equal_nan=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cupy_backend() is None, reason="needs CuPy and a CUDA GPU (none here; runs where one is present)")
+def test_cupy_path_matches_pandas() -> None:
+    df = frame()
+    expected = rolling_robust_z(df, ["host", "step"], "latency", 25)
+    got = rolling_robust_z(df, ["host", "step"], "latency", 25, select_backend("cupy"))
+    assert isinstance(got, pd.Series) and got.index.equals(df.index)
+    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-9, equal_nan=True)
