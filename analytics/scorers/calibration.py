@@ -10,7 +10,9 @@ and an operator wants the onset).
 
 from __future__ import annotations
 
-from analytics.scorers.window import SortedWindow
+from typing import Any
+
+from analytics.scorers.window import SortedWindow, TopWindow
 
 __all__ = ["OnsetGate", "QuantileCalibrator"]
 
@@ -28,19 +30,29 @@ class QuantileCalibrator:
     __slots__ = ("_history", "_q", "_warmup")
 
     def __init__(self, history: int = 2000, q: float = 0.99, warmup: int = 20) -> None:
-        self._history = SortedWindow(history)
+        self._history = TopWindow(history, q)
         self._q = q
         self._warmup = warmup
 
     def ratio(self, r: float) -> float | None:
-        s = self._history._sorted  # inlined quantile: this runs for every member on every point
-        n = len(s)
-        if n < self._warmup:
+        history = self._history
+        if len(history._order) < self._warmup:
             return None
-        return r / (s[min(n - 1, int(self._q * n))] + 1e-9)
+        top = history._top  # TopWindow.quantile, inlined: this runs for every member on every point
+        return r / (top[len(top) - history._need] + 1e-9)
 
     def learn(self, r: float) -> None:
         self._history.add(r)
+
+    def __setstate__(self, state: Any) -> None:
+        """A calibrator pickled before TopWindow kept its history in a SortedWindow: the same values, moved over."""
+        _, slots = state
+        for name, value in slots.items():
+            setattr(self, name, value)
+        if isinstance(self._history, SortedWindow):
+            old, self._history = self._history, TopWindow(self._history.size, self._q)
+            for r in old._order:
+                self._history.add(r)
 
 
 class OnsetGate:
