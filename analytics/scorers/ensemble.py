@@ -65,7 +65,7 @@ class EnsembleScorer:
     and 99.9th percentiles 59.2 and 60.5 at span 8; one side only (bursts)
     57.1. It costs about 9 % more instructions a point (measured with
     callgrind; see ANALYTICS.md), which the calibrators' `TopWindow` more
-    than pays back: a point costs 92,000 instructions, 122,000 before it.
+    than pays back: a point costs 86,000 instructions, 122,000 before it.
     Deterministic, so `seed` is accepted only for a uniform signature.
 
     `score_one` does not change the detector; `learn_one` reuses the work of a
