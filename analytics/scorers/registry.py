@@ -27,8 +27,8 @@ DETECTORS["ensemble"] = EnsembleScorer
 DETECTORS["ensemble-seasonal"] = lambda: EnsembleScorer(seasonal=True)
 
 # The best NAB standard score (60.9) and window F1 at that threshold (0.48) of all registered detectors:
-# `python -m bench.anomaly_nab --detector NAME` for each. About 86,000 CPU instructions a point, 103,800 points/s on one core (the three-member
-# ensemble it replaced, 57.9, cost 112,000 and ran at 107,000-114,000 points/s on one core; ANALYTICS.md).
+# `python -m bench.anomaly_nab --detector NAME` for each. About 86,000 CPU instructions and 103,800 points/s a
+# core (the three-member ensemble it replaced, 57.9, cost 112,000; ANALYTICS.md).
 # ensemble-seasonal (the hour-of-week z as a fifth member) scores 57.8: more false alarms, and it is slower.
 DEFAULT = "ensemble"
 
