@@ -172,13 +172,14 @@ def _array_lags(frame: pandas.DataFrame, key_cols: list[str], value_col: str, wi
     order = xp.argsort(codes, kind="stable")
     series, values = codes[order], x[order]
     place = xp.arange(len(values)) - xp.searchsorted(series, series, side="left")  # rows of its series before it
-    past = xp.empty((len(values), window))
+    # One contiguous row per lag (coalesced writes on a GPU, cache-friendly on a CPU); rows x lags is its transpose.
+    lags = xp.empty((window, len(values)))
     for k in range(1, window + 1):
-        past[:k, k - 1] = xp.nan
-        past[k:, k - 1] = values[:-k]
-    # Lag k (column k - 1) reaches back into another series where the row has fewer than k before it.
-    past = xp.where(place[:, None] <= xp.arange(window)[None, :], xp.nan, past)
-    return order, past, x
+        lag = lags[k - 1]
+        lag[:k] = xp.nan
+        lag[k:] = values[:-k]
+        lag[place < k] = xp.nan  # k rows back is another series: this row has fewer than k before it
+    return order, lags.T, x
 
 
 def _robust_z(xp: ModuleType, past: Any, x: Any, window: int) -> Any:
