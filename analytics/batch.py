@@ -3,7 +3,7 @@
 The streaming worker (analytics/worker.py) scores each point as it arrives. A
 backfill or a very large installation scores history in bulk instead: rolling
 robust z-scores of every point against the previous `window` points of its
-series (`analytics.frame.rolling_robust_z`), on pandas or cuDF.
+series (`analytics.frame.rolling_robust_z`), on pandas, cuDF or CuPy.
 
 Every statistic here is per series, so the work splits by series with no
 exchange between parts: a series is assigned to a partition by a stable hash
