@@ -371,19 +371,24 @@ export async function loadRootHealth() {
   }));
 }
 
-/** Anomaly scores through the collector's pass-through; null when analytics is not configured or not answering. */
+/**
+ * Anomaly scores through the collector's pass-through; null when analytics is not configured or not answering.
+ * `learning`: the pairs whose latency detector is still in its probation (no anomaly flag yet).
+ */
 export async function loadAnomalies() {
   try {
     const data = await optional("/api/analytics/anomalies");
     if (!data) return null;
     const byPair = new Map();
+    const learning = new Set();
     for (const item of data.items || []) {
-      if (!item.anomaly) continue;
       const key = pairKey(item.workflow, item.env);
+      if (item.learning && item.signal === "latency") learning.add(key);
+      if (!item.anomaly) continue;
       if (!byPair.has(key)) byPair.set(key, []);
       byPair.get(key).push({ signal: item.signal, score: item.score });
     }
-    return { threshold: data.threshold, byPair };
+    return { threshold: data.threshold, byPair, learning };
   } catch {
     return null;
   }

@@ -108,6 +108,10 @@ function pairRow(state, pair, runs, actions) {
       anomalies.length
         ? h("div", { class: "badges" }, anomalies.map((a) => h("span", { class: "badge anomaly", title: `anomaly score ${a.score?.toFixed?.(2) ?? a.score}` }, `Anomaly: ${a.signal}`)))
         : null,
+      state.anomalies && state.anomalies.learning.has(key)
+        ? h("div", { class: "small muted learning", title: "No anomaly is flagged until its detector has learned this pair's usual behaviour (the worker's --probation)" },
+          "Anomaly detection: learning")
+        : null,
       // Reserved for failure predictions from the analytics worker (flowprobe_failure_probability): filled once it serves them.
       h("span", { class: "badge prediction", dataset: { prediction: "" }, hidden: true })),
     // One element per cell: on a phone each cell is a two-column grid of its label and this.

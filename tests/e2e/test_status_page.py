@@ -414,12 +414,17 @@ def test_anomaly_badges_from_the_analytics_worker(session: Session) -> None:
     scores = {"threshold": 0.9, "source": "history", "last_run": time.time(), "items": [
         {"workflow": "health-check", "env": "prod", "signal": "latency", "score": 0.97, "anomaly": True, "value": 0.3, "at": time.time()},
         {"workflow": "user-login", "env": "prod", "signal": "latency", "score": 0.2, "anomaly": False, "value": 0.01, "at": time.time()},
+        # Still in its probation: a high score is not flagged, and the row says the detector is learning.
+        {"workflow": "registration", "env": "prod", "signal": "latency", "score": 0.95, "anomaly": False, "learning": True, "value": 0.2,
+         "at": time.time()},
     ]}
     # Stands in for the collector's pass-through (tested above), as configured with analytics_url.
     session.page.route("**/api/analytics/anomalies", lambda route: route.fulfill(json=scores))
     page = session.open()
     expect(row(page, "health-check").locator(".badge.anomaly")).to_have_text("Anomaly: latency")
     expect(page.locator(".badge.anomaly")).to_have_count(1)
+    expect(row(page, "registration").locator(".learning")).to_have_text("Anomaly detection: learning")
+    expect(page.locator("#pairs-body .learning")).to_have_count(1)
 
 
 def test_chaos_turns_the_health_widget_red_without_a_reload(session: Session, stack: Stack) -> None:
