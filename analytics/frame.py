@@ -73,6 +73,7 @@ class Backend:
 
 PANDAS = Backend("pandas", pandas, np)
 ARRAYS = Backend("arrays", pandas, np, arrays=True)  # the CuPy backend's code on numpy: what tests it without a GPU
+_CPU = {"pandas": PANDAS, "arrays": ARRAYS}
 
 
 def _cupy() -> ModuleType | None:
@@ -110,8 +111,8 @@ def select_backend(name: str | None = None) -> Backend:
     name = (name or os.environ.get("FLOWPROBE_BACKEND") or "auto").strip().lower()
     if name not in BACKENDS:
         raise ValueError(f"FLOWPROBE_BACKEND must be one of {', '.join(BACKENDS)}, got {name!r}")
-    if name in ("pandas", "arrays"):
-        return PANDAS if name == "pandas" else ARRAYS
+    if name in _CPU:
+        return _CPU[name]
     if name == "cupy":
         gpu = _cupy_backend()
         if gpu is None:

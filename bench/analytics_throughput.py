@@ -29,7 +29,7 @@ import numpy as np
 import pandas
 
 from analytics.batch import Z_COLUMN, score_in_chunks
-from analytics.frame import ARRAYS, PANDAS, Backend, _cudf_backend, _cupy_backend
+from analytics.frame import BACKENDS, select_backend
 
 KEYS = ["series"]
 
@@ -68,16 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    backends: dict[str, Backend | None] = {"pandas": PANDAS, "arrays": ARRAYS, "cudf": _cudf_backend(), "cupy": _cupy_backend()}
     rows: list[dict[str, Any]] = []
     for size in (parse_size(s) for s in args.points.split(",")):
         frame = history(size, args.series)
         baseline: tuple[float, pandas.Series] | None = None
         for name in args.backends.split(","):
-            if name not in backends:
-                parser.error(f"unknown backend {name!r}; known: {', '.join(backends)}")
-            backend = backends[name]
-            if backend is None:
+            if name not in BACKENDS or name == "auto":
+                parser.error(f"unknown backend {name!r}; known: {', '.join(b for b in BACKENDS if b != 'auto')}")
+            try:
+                backend = select_backend(name)
+            except RuntimeError:
                 rows.append({"points": size, "backend": name, "error": f"no CUDA GPU or {name} here"})
                 continue
             times, scored = measure(frame, backend, args.window, args.chunk_rows, args.repeat)

@@ -35,11 +35,9 @@ class QuantileCalibrator:
         self._warmup = warmup
 
     def ratio(self, r: float) -> float | None:
-        history = self._history
-        if len(history._order) < self._warmup:
+        if len(self._history) < self._warmup:
             return None
-        top = history._top  # TopWindow.quantile, inlined: this runs for every member on every point
-        return r / (top[len(top) - history._need] + 1e-9)
+        return r / (self._history.quantile() + 1e-9)
 
     def learn(self, r: float) -> None:
         self._history.add(r)
