@@ -5,7 +5,9 @@ each point asks that series' detector first and teaches it second
 (``score_one``, then ``learn_one``): a score uses only what came before it,
 exactly as live. There is one detector per (workflow, env, signal), made by
 the factory the worker is given (`analytics.scorers.default_detector` when
-run from the command line), so a test can bring its own. The score is
+run from the command line), so a test can bring its own, and attuned to the
+worker's threshold (`analytics.scorers.attune`: the ensemble damps the echo
+of its own alarms). The score is
 exported from a series' first point; the anomaly flag only after its
 `probation` (750 points from the command line, as NAB's), while the young
 detector's calibration settles.
@@ -38,7 +40,7 @@ from typing import Any
 from analytics.findings import Findings
 from analytics.influx import InfluxOutput
 from analytics.patterns import Topology
-from analytics.scorers import Detector
+from analytics.scorers import Detector, attune
 from analytics.scorers.registry import PROBATION as SHIPPED_PROBATION
 from analytics.scorers.registry import THRESHOLD as SHIPPED_THRESHOLD
 from analytics.source import LATENCY, Point, Run, SeriesKey, Source, SourceError, open_source
@@ -131,7 +133,7 @@ class Worker:
                 continue
             # A file saved before the points were counted: its detectors have had their probation.
             learned = entry.learned if entry.learned is not None else self.probation + 1
-            self.series[key] = Series(entry.detector, entry.last_t, entry.score, entry.value, learned)
+            self.series[key] = Series(attune(entry.detector, self.threshold), entry.last_t, entry.score, entry.value, learned)
         saved_findings = self.state.models.get("findings")
         if self.findings is not None and isinstance(saved_findings, Findings):
             self.findings = saved_findings
@@ -218,7 +220,7 @@ class Worker:
                 if key in no_detector:
                     continue
                 try:
-                    series = Series(self.factory())
+                    series = Series(attune(self.factory(), self.threshold))
                 except Exception as exc:
                     no_detector[key] = exc
                     continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-__all__ = ["DETECTORS", "Detector", "default_detector"]
+__all__ = ["DETECTORS", "Detector", "attune", "default_detector"]
 
 
 @runtime_checkable
@@ -32,6 +32,20 @@ def default_detector() -> Detector:
     from analytics.scorers.registry import DEFAULT
 
     return DETECTORS[DEFAULT]()
+
+
+def attune(detector: Detector, threshold: float) -> Detector:
+    """Tell a detector that acts on its own alarms (the ensemble's echo) the threshold it is alarmed at.
+
+    Optional to the contract: a detector with `set_alarm_level(threshold)` gets
+    it; any other is returned as it is. The worker attunes every detector it
+    makes or restores to its `--threshold`, and the benchmarks do the same at
+    the threshold they report.
+    """
+    set_level = getattr(detector, "set_alarm_level", None)
+    if set_level is not None:
+        set_level(threshold)
+    return detector
 
 
 # Importing the package registers every detector, so DETECTORS is complete for any caller.

@@ -63,6 +63,10 @@ class OnsetGate:
     rest starts again from it). An operator wants the first alarm of an
     episode, and NAB pays only for the first alarm in a window but charges
     every false one; a worse incident inside the rest still alarms.
+    An echo: once an emitted score reaches `echo_level`, the next `echo` points
+    are damped whatever they score, worse or not (the fall of a spike that
+    alarmed on its rise, the second point of a two-point jump, a second
+    member that sees the same change one point later).
 
     >>> g = OnsetGate(damp=0.5, decay=0.999)
     >>> [g.gated(s) for s in (0.2, 0.9)]
@@ -77,11 +81,26 @@ class OnsetGate:
     ...     g.learn(out[-1])
     >>> out  # alarm; rest (0.78 beats the peak, not the alarm); 0.9 beats the alarm; rest; the gate alone
     [0.8, 0.25, 0.39, 0.9, 0.425, 0.425, 0.85]
+    >>> g = OnsetGate(damp=0.5, decay=0.5, echo_level=0.6, echo=2)
+    >>> out = []
+    >>> for s in (0.7, 0.9, 0.95, 0.99):
+    ...     out.append(g.gated(s))
+    ...     g.learn(out[-1])
+    >>> out  # alarm; its echo for two points, however high; then 0.99 beats the peak
+    [0.7, 0.45, 0.475, 0.99]
     """
 
-    __slots__ = ("_peak", "_damp", "_decay", "_rest_level", "_rest", "_resting", "_alarm")
+    __slots__ = ("_peak", "_damp", "_decay", "_rest_level", "_rest", "_resting", "_alarm", "echo_level", "_echo", "_echoing")
 
-    def __init__(self, damp: float = 0.5, decay: float = 0.999, rest_level: float = 1.0, rest: int = 0) -> None:
+    def __init__(
+        self,
+        damp: float = 0.5,
+        decay: float = 0.999,
+        rest_level: float = 1.0,
+        rest: int = 0,
+        echo_level: float = 1.0,
+        echo: int = 0,
+    ) -> None:
         self._peak = 0.0
         self._damp = damp
         self._decay = decay
@@ -89,9 +108,12 @@ class OnsetGate:
         self._rest = rest
         self._resting = 0
         self._alarm = 0.0
+        self.echo_level = echo_level
+        self._echo = echo
+        self._echoing = 0
 
     def gated(self, s: float) -> float:
-        if s > self._peak and (not self._resting or s > self._alarm):
+        if s > self._peak and not self._echoing and (not self._resting or s > self._alarm):
             return s
         return s * self._damp
 
@@ -104,3 +126,14 @@ class OnsetGate:
             self._alarm = gated
         elif self._resting:
             self._resting -= 1
+        if self._echoing:
+            self._echoing -= 1
+        elif gated >= self.echo_level:
+            self._echoing = self._echo
+
+    def __setstate__(self, state: Any) -> None:
+        """A gate pickled before the echo existed resumes without one, exactly as it was saved."""
+        _, slots = state
+        self.echo_level, self._echo, self._echoing = 1.0, 0, 0
+        for name, value in slots.items():
+            setattr(self, name, value)

@@ -519,3 +519,27 @@ def test_a_bug_in_an_interval_is_logged_and_the_loop_goes_on(caplog: pytest.LogC
     with caplog.at_level(logging.ERROR, "flowprobe.analytics"):
         asyncio.run(asyncio.wait_for(two_intervals(), 10))
     assert worker.errors_total == 1 and "failed an interval" in caplog.text
+
+
+class Attuned(CountingDetector):
+    """A detector that acts on its own alarms: it wants the threshold it is alarmed at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alarm_level: float | None = None
+
+    def set_alarm_level(self, threshold: float) -> None:
+        self.alarm_level = threshold
+
+
+def test_every_detector_made_or_restored_is_attuned_to_the_workers_threshold(tmp_path: Path) -> None:
+    source = ListSource()
+    worker = Worker(source, Attuned, threshold=0.7, state=StateFile(tmp_path))
+    source.pending = [Point("w", "prod", "latency", T0, 1.0)]
+    asyncio.run(worker.run_once())
+    assert worker.series[("w", "prod", "latency")].detector.alarm_level == 0.7
+    assert asyncio.run(worker.save())
+    # Restarted with another --threshold: the saved detector alarms at the new one.
+    restarted = Worker(source, Attuned, threshold=0.8, state=StateFile(tmp_path))
+    assert restarted.load() == 1
+    assert restarted.series[("w", "prod", "latency")].detector.alarm_level == 0.8
