@@ -24,7 +24,7 @@ DETECTORS["seasonal"] = SeasonalScorer
 DETECTORS["hst"] = lambda: HalfSpaceTreesScorer(seed=SEED)
 DETECTORS["gaussian"] = GaussianTailScorer
 
-# The best NAB standard score (62.7) and window F1 at that threshold (0.48) of all registered detectors:
+# The best NAB standard score (64.3) and window F1 at that threshold (0.53) of all registered detectors:
 # `python -m bench.anomaly_nab --detector NAME` for each. About 86,000 CPU instructions and 103,800 points/s a
 # core (the three-member ensemble it replaced, 57.9, cost 112,000; ANALYTICS.md).
 # ensemble-seasonal (the hour-of-week z as a fifth member) scores 60.2: more false alarms (158 events, not 78), and it is slower.

@@ -1,0 +1,80 @@
+"""Daily routines: a strong anomaly at the hour the last days had one too is capped; another hour, or a much worse one, still alarms."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import pytest
+
+from analytics.scorers.ensemble import EnsembleScorer
+from analytics.scorers.registry import THRESHOLD
+from analytics.scorers.routine import DAY, DailyRoutine
+
+STEP = 300.0  # a point every 5 minutes
+PER_DAY = int(DAY / STEP)
+MIDNIGHT = 1_700_006_400.0  # a UTC midnight
+TWO_AM, TWO_PM = 24, 168  # points into the day
+
+
+def nightly_backup(days: int = 8) -> list[float]:
+    """A quiet series whose value jumps at 02:00 every day (a backup), one same-height jump at 14:00 on day 6 and a five times taller one at 02:00 on day 7."""
+    rng = random.Random(1)
+    values = [40.0 + rng.gauss(0.0, 2.0) + (60.0 if i % PER_DAY == TWO_AM else 0.0) for i in range(days * PER_DAY)]
+    values[6 * PER_DAY + TWO_PM] += 60.0
+    values[7 * PER_DAY + TWO_AM] += 240.0
+    return values
+
+
+def alarms(detector: EnsembleScorer, values: list[float]) -> list[tuple[int, int]]:
+    """(day, hour) of every score at or above the shipped threshold."""
+    out = []
+    for i, x in enumerate(values):
+        t = MIDNIGHT + i * STEP
+        if detector.score_one(x, t) >= THRESHOLD:
+            out.append((i // PER_DAY, (i % PER_DAY) * 5 // 60))
+        detector.learn_one(x, t)
+    return out
+
+
+def test_the_third_nightly_backup_is_routine_but_another_hour_and_a_much_worse_one_alarm() -> None:
+    assert alarms(EnsembleScorer(alarm_level=THRESHOLD), nightly_backup()) == [(1, 2), (2, 2), (6, 14), (7, 2)]
+
+
+def test_without_the_routine_every_nightly_backup_alarms() -> None:
+    assert alarms(EnsembleScorer(alarm_level=THRESHOLD, routine=False), nightly_backup()) == [(day, 2) for day in range(1, 7)] + [(6, 14), (7, 2)]
+
+
+def test_it_needs_one_on_each_of_the_last_days_near_this_time_and_not_much_smaller() -> None:
+    routine = DailyRoutine(level=3.0, tolerance=1800.0, days=2, k=2.0)
+    routine.learn(2 * 3600.0, 4.0)  # day 0, 02:00
+    assert not routine.seen(DAY + 2 * 3600.0, 4.0), "one day is not a routine"
+    routine.learn(DAY + 2 * 3600.0 + 1500.0, 4.0)  # day 1, 02:25
+    assert routine.seen(2 * DAY + 2 * 3600.0, 4.0)
+    assert routine.seen(2 * DAY + 2 * 3600.0, 8.0), "twice as far out as the routine's own: still routine"
+    assert not routine.seen(2 * DAY + 2 * 3600.0, 8.5), "more than twice: an incident at the routine's hour"
+    assert not routine.seen(2 * DAY + 3 * 3600.0, 4.0), "an hour later than day 0's: outside the half-hour tolerance"
+    assert not routine.seen(3 * DAY + 2 * 3600.0, 4.0), "day 2 had none"
+
+
+def test_it_forgets_what_is_older_than_its_days_and_keeps_a_bounded_number() -> None:
+    routine = DailyRoutine(days=2, keep=5)
+    for i in range(100):
+        routine.learn(i * 600.0, 4.0)
+    assert len(routine._events) == 5
+    routine.learn(10 * DAY, 4.0)
+    assert list(routine._events) == [(10 * DAY, 4.0)]
+
+
+@pytest.mark.parametrize("routine", [True, False])
+def test_a_saved_ensemble_resumes_as_it_was_saved(routine: bool) -> None:
+    values = nightly_backup()
+    detector = EnsembleScorer(alarm_level=THRESHOLD, routine=routine)
+    alarms(detector, values[: 3 * PER_DAY])
+    if not routine:
+        del detector._routine  # what an ensemble pickled before the daily routine held
+    resumed = pickle.loads(pickle.dumps(detector))
+    assert (resumed._routine is not None) is routine
+    expected = EnsembleScorer(alarm_level=THRESHOLD, routine=routine)
+    alarms(expected, values[: 3 * PER_DAY])
+    assert alarms(resumed, values[3 * PER_DAY :]) == alarms(expected, values[3 * PER_DAY :])
