@@ -140,19 +140,26 @@ class TopWindow:
 
     def add(self, x: float) -> None:
         order, top = self._order, self._top
-        full = len(order) == self.size
-        if full:
+        if len(order) == self.size:  # full: the steady state, kept to as few steps as it can be
             old = order.popleft()
-            if top and old >= top[0]:  # then a value equal to it is in _top: all above _top's smallest are
+            order.append(x)
+            if old >= top[0]:  # then a value equal to it is in _top: all above _top's smallest are
                 del top[bisect_left(top, old)]
+                if len(top) < self._need:  # only a deletion can leave it short: refill, x among the candidates
+                    self._top = sorted(nlargest(self.keep, order))
+                    return
+            if top and x >= top[0]:
+                insort(top, x)
+                if len(top) > self.keep:
+                    del top[0]
+            return
         whole = len(top) == len(order)
         order.append(x)
-        if whole or (top and x >= top[0]):
+        if whole or x >= top[0]:
             insort(top, x)
             if len(top) > self.keep:
                 del top[0]
-        if not full:  # a full window's length, and so _need, stays as it is
-            n = len(order)
-            self._need = max(1, n - int(self.q * n))  # 1 at q = 1: the largest, as SortedWindow.quantile(1.0)
+        n = len(order)
+        self._need = max(1, n - int(self.q * n))  # 1 at q = 1: the largest, as SortedWindow.quantile(1.0)
         if len(top) < self._need:
             self._top = sorted(nlargest(self.keep, order))
