@@ -21,43 +21,89 @@ class SeasonalZ:
     hour (as does a point without `t`). The bucket's scale is floored at
     `scale_floor` times the all-hours scale: a bucket with few, close values
     would otherwise call ordinary noise an anomaly.
+
+    Two options serve the ensemble:
+
+    - `values`: a window of the series' last values that another member
+      keeps (the ensemble's `ValueZ`), read here and not learned twice;
+    - `explained`: the statistic is given (not None) only while the series
+      has a daily or weekly profile: while a value's usual distance from its
+      hour's median is at most `explained` times its usual distance from the
+      median of all hours (both exponentially weighted means, `alpha` a
+      point, after `settle` points). Most series have no profile worth the
+      name (a CPU that idles at any hour); on those the hour's few values
+      would only add false alarms. Points without `t` have no hour: then it
+      says nothing.
+
+    >>> import math, random
+    >>> rng = random.Random(4)
+    >>> flat, daily = SeasonalZ(explained=0.5), SeasonalZ(explained=0.5)
+    >>> for h in range(24 * 7 * 6):
+    ...     noise = rng.gauss(0.0, 1.0)
+    ...     flat.learn(100.0 + noise, t=h * 3600.0)
+    ...     daily.learn(100.0 + 20.0 * math.sin(2 * math.pi * h / 24) + noise, t=h * 3600.0)
+    >>> flat.statistic(100.0, t=0.0) is None  # no profile: silent
+    True
+    >>> daily.statistic(120.0, t=6 * 3600.0) < 1.0, daily.statistic(100.0, t=6 * 3600.0) > 3.0  # 06:00 is the peak, 120
+    (True, True)
     """
 
-    __slots__ = ("_week", "_day", "_all", "_per_bucket", "_min_bucket", "_warmup", "_scale_floor")
+    __slots__ = (
+        "_week", "_day", "_all", "_own", "_per_bucket", "_min_bucket", "_warmup", "_scale_floor",
+        "_explained", "_alpha", "_near", "_far", "_settle", "_open", "_tick",
+    )
 
     def __init__(
-        self, per_bucket: int = 32, min_bucket: int = 6, window: int = 1000, warmup: int = 20, scale_floor: float = 0.25
+        self,
+        per_bucket: int = 32,
+        min_bucket: int = 6,
+        window: int = 1000,
+        warmup: int = 20,
+        scale_floor: float = 0.25,
+        values: SortedWindow | None = None,
+        explained: float | None = None,
+        alpha: float = 0.04,
+        settle: int = 500,
     ) -> None:
-        self._week: dict[int, SortedWindow] = {}
-        self._day: dict[int, SortedWindow] = {}
-        self._all = SortedWindow(window)
+        self._week: list[SortedWindow | None] = [None] * 168
+        self._day: list[SortedWindow | None] = [None] * 24
+        self._own = values is None
+        self._all = SortedWindow(window) if values is None else values
         self._per_bucket = per_bucket
         self._min_bucket = min_bucket
         self._warmup = warmup
         self._scale_floor = scale_floor
+        self._explained = explained
+        self._alpha = alpha
+        self._near = 0.0  # the usual |x - its hour's median|
+        self._far = 0.0  # the usual |x - the median of all hours|
+        self._settle = -settle  # counts up to 0 over the first `settle` points that had a bucket
+        self._open = explained is None
+        self._tick = 0
 
     @staticmethod
     def hour_of_week(t: float) -> int:
         return (int(t // HOUR) + _EPOCH_HOUR_OF_WEEK) % 168
 
-    def _bucket(self, t: float | None) -> SortedWindow:
-        if t is not None:
-            how = self.hour_of_week(t)
-            week = self._week.get(how)
-            if week is not None and len(week) >= self._min_bucket:
-                return week
-            day = self._day.get(how % 24)
-            if day is not None and len(day) >= self._min_bucket:
-                return day
-        return self._all
+    def _bucket(self, how: int) -> SortedWindow | None:
+        """The hour of the week's values, else the hour of the day's, else None: too few of either yet."""
+        week = self._week[how]
+        if week is not None and len(week._sorted) >= self._min_bucket:
+            return week
+        day = self._day[how % 24]
+        if day is not None and len(day._sorted) >= self._min_bucket:
+            return day
+        return None
 
     def statistic(self, x: float, t: float | None = None) -> float | None:
+        if not self._open:
+            return None
         everything = self._all
         if len(everything._sorted) < self._warmup:
             return None
-        bucket = self._bucket(t)
-        if bucket is everything:
-            return everything.robust_z(x)
+        bucket = None if t is None else self._bucket(self.hour_of_week(t))
+        if bucket is None:  # no hour to compare with: the plain robust z, or nothing where the ensemble has it already
+            return everything.robust_z(x) if self._explained is None else None
         s = bucket._sorted
         n = len(s)
         med = s[n >> 1]
@@ -72,18 +118,38 @@ class SeasonalZ:
         return abs(x - med) / scale
 
     def learn(self, x: float, t: float | None = None) -> None:
-        self._all.add(x)
+        if self._own:
+            self._all.add(x)
         if t is None:
             return
-        how = self.hour_of_week(t)
-        week = self._week.get(how)
+        how = (int(t // HOUR) + _EPOCH_HOUR_OF_WEEK) % 168
+        week = self._week[how]
         if week is None:
             week = self._week[how] = SortedWindow(self._per_bucket)
+        young = len(week._sorted) < self._min_bucket
+        if young:  # the hour of the day stands in for it, and learns only then: most points skip a second window
+            day = self._day[how % 24]
+            if day is None:
+                day = self._day[how % 24] = SortedWindow(self._per_bucket)
+            bucket = day if len(day._sorted) >= self._min_bucket else None
+        else:
+            bucket = week
+        explained = self._explained
+        if explained is not None and bucket is not None:
+            # How much of a value's distance from the median of all hours its hour's median explains: followed on every
+            # fourth point (it changes slowly), a quarter of the cost.
+            self._tick = tick = (self._tick + 1) & 3
+            a = self._all._sorted
+            if not tick and len(a) >= self._warmup:
+                s = bucket._sorted
+                alpha = self._alpha
+                self._near += alpha * (abs(x - s[len(s) >> 1]) - self._near)
+                self._far += alpha * (abs(x - a[len(a) >> 1]) - self._far)
+                self._settle += 4
+                self._open = self._settle > 0 and self._near <= explained * self._far
         week.add(x)
-        day = self._day.get(how % 24)
-        if day is None:
-            day = self._day[how % 24] = SortedWindow(self._per_bucket)
-        day.add(x)
+        if young:
+            day.add(x)
 
 
 class SeasonalScorer:
