@@ -34,8 +34,8 @@ class EnsembleScorer:
     own last 2000 values at its quantile in `q`: the value and the spread at
     the 99.8th percentile (a lone outlier that recurs a few times in 2000
     points, as GC pauses or periodic batch jobs do, is learned as normal), the
-    step, the mean and the hour of the week at the 99th. A ratio of 1 scores 0.5. The onset gate's
-    peak halves in about 350 points. Measured on both benches (NAB and the
+    step, the mean and the hour of the week at the 99th. A ratio of 1 scores
+    0.5. The onset gate's peak halves in about 350 points. Measured on both benches (NAB and the
     domain set, three seeds) against a 99th percentile for every member and a
     700-point half-life: the same NAB score, a better window F1 on both.
     After a score of `rest_level` (0.7: a ratio of 2.3) the gate damps the
@@ -108,8 +108,8 @@ class EnsembleScorer:
     of a value's usual distance from the median of all hours (followed on
     every fourth point, weight 0.04, after 500 points). Without that gate
     (the hour-of-week z on every series) NAB 65.7, and the domain set's F1 at
-    the shipped threshold fell to 0.61 and 0.59. Measured against none, at the NAB-best threshold (0.6298 for
-    both): NAB 64.3 -> 70.4, window F1 0.53 -> 0.54 (43 windows, not 40; 68
+    the shipped threshold fell to 0.61 and 0.59. Measured against none, at
+    the NAB-best threshold (0.6298 for both): NAB 64.3 -> 70.4, window F1 0.53 -> 0.54 (43 windows, not 40; 68
     false-alarm events, not 63). Three files change, none for the worse:
     `nyc_taxi` (Thanksgiving and Christmas found, the other three earlier),
     `rogue_agent_key_hold` (a key held at an hour it never is) and

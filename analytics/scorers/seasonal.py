@@ -29,8 +29,8 @@ class SeasonalZ:
     - `explained`: the statistic is given (not None) only while the series
       has a daily or weekly profile: while a value's usual distance from its
       hour's median is at most `explained` times its usual distance from the
-      median of all hours (both exponentially weighted means, `alpha` a
-      point, after `settle` points). Most series have no profile worth the
+      median of all hours (both exponentially weighted means, weight
+      `alpha`, updated on every fourth point, after `settle` points). Most series have no profile worth the
       name (a CPU that idles at any hour); on those the hour's few values
       would only add false alarms. Points without `t` have no hour: then it
       says nothing.
