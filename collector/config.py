@@ -1127,9 +1127,12 @@ def _load_settings(path: Path, problems: list[Problem], secret_values: list[str]
     if not isinstance(doc.data, dict):
         problems.append(doc.problem((), f"must be a mapping, not {_kind(doc.data)}"))
         return empty
+    # The secrets are gathered before validation, so that a validation message can never echo one: read what is there
+    # with no assumption about its shape (validation says what is wrong with it).
     alerting = doc.data.get("alerting")
     if isinstance(alerting, dict):
-        for token in alerting.get("tokens") or []:
+        given = alerting.get("tokens")
+        for token in given if isinstance(given, list) else []:
             if isinstance(token, dict):
                 secret_values += _raw_secret_values({"token": token.get("token")}, path.parent)
     influx = doc.data.get("influx")
