@@ -122,12 +122,12 @@ class SeasonalZ:
             self._all.add(x)
         if t is None:
             return
-        how = (int(t // HOUR) + _EPOCH_HOUR_OF_WEEK) % 168
+        how = (int(t // HOUR) + _EPOCH_HOUR_OF_WEEK) % 168  # hour_of_week(t), inlined: this runs on every point
         week = self._week[how]
         if week is None:
             week = self._week[how] = SortedWindow(self._per_bucket)
         young = len(week._sorted) < self._min_bucket
-        if young:  # the hour of the day stands in for it, and learns only then: most points skip a second window
+        if young:  # as _bucket: the hour of the day stands in, and learns only then (most points skip a second window)
             day = self._day[how % 24]
             if day is None:
                 day = self._day[how % 24] = SortedWindow(self._per_bucket)
