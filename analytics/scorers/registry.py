@@ -25,7 +25,7 @@ DETECTORS["hst"] = lambda: HalfSpaceTreesScorer(seed=SEED)
 DETECTORS["gaussian"] = GaussianTailScorer
 
 # The best NAB standard score (70.4) and window F1 at that threshold (0.54) of all registered detectors:
-# `python -m bench.anomaly_nab --detector NAME` for each. About 93,100 CPU instructions a point and 100,000 points/s
+# `python -m bench.anomaly_nab --detector NAME` for each. About 94,300 CPU instructions a point and 100,000 points/s
 # a core or more (ANALYTICS.md). ensemble-nonseasonal, the same without its seasonal member, scores 64.3.
 DEFAULT = "ensemble"
 

@@ -16,7 +16,9 @@ class SeasonalZ:
     """Robust z of x against the values seen in the same hour of the week.
 
     Each of the 168 hour-of-week buckets and 24 hour-of-day buckets keeps its
-    last `per_bucket` values. A bucket with fewer than `min_bucket` values
+    last `per_bucket` values, of at most `per_hour` points an hour (the first
+    of each 5 minutes), so that a bucket holds weeks of its hour whether a
+    point comes every 5 minutes or every 30 seconds. A bucket with fewer than `min_bucket` values
     defers to the hour of day, and that to the last `window` values of any
     hour (as does a point without `t`). The bucket's scale is floored at
     `scale_floor` times the all-hours scale: a bucket with few, close values
@@ -50,7 +52,7 @@ class SeasonalZ:
 
     __slots__ = (
         "_week", "_day", "_all", "_own", "_per_bucket", "_min_bucket", "_warmup", "_scale_floor",
-        "_explained", "_alpha", "_near", "_far", "_settle", "_open", "_tick",
+        "_explained", "_alpha", "_near", "_far", "_settle", "_open", "_tick", "_slot_seconds", "_slot",
     )
 
     def __init__(
@@ -64,6 +66,7 @@ class SeasonalZ:
         explained: float | None = None,
         alpha: float = 0.04,
         settle: int = 500,
+        per_hour: int = 12,
     ) -> None:
         self._week: list[SortedWindow | None] = [None] * 168
         self._day: list[SortedWindow | None] = [None] * 24
@@ -80,6 +83,8 @@ class SeasonalZ:
         self._settle = -settle  # counts up to 0 over the first `settle` points that had a bucket
         self._open = explained is None
         self._tick = 0
+        self._slot_seconds = HOUR / per_hour
+        self._slot = -1
 
     @staticmethod
     def hour_of_week(t: float) -> int:
@@ -147,9 +152,12 @@ class SeasonalZ:
                 self._far += alpha * (abs(x - a[len(a) >> 1]) - self._far)
                 self._settle += 4
                 self._open = self._settle > 0 and self._near <= explained * self._far
-        week.add(x)
-        if young:
-            day.add(x)
+        slot = int(t // self._slot_seconds)
+        if slot != self._slot:  # the first point of its slot: a bucket holds weeks of its hour, however often points come
+            self._slot = slot
+            week.add(x)
+            if young:
+                day.add(x)
 
 
 class SeasonalScorer:

@@ -50,3 +50,14 @@ def test_it_reads_a_shared_value_window_without_learning_it() -> None:
     own = learned(SeasonalZ(explained=0.5), hours(24 * 7 * 6, profile=20.0))
     assert len(values) == 1000, "added once a point, by its owner"
     assert shared.statistic(120.0, 18 * HOUR) == own.statistic(120.0, 18 * HOUR)
+
+
+def test_a_point_a_minute_still_compares_with_last_weeks_hour() -> None:
+    """At most 12 values an hour join a bucket, so its 32 hold weeks of that hour, not the last half hour."""
+    member = SeasonalZ(explained=0.5)
+    minutes = [(m * 60.0, 100.0 + (50.0 if m // 60 == 9 else 0.0)) for m in range(60 * 24 * 7)]  # one week, 09:00 on day 0 busy
+    learned(member, minutes)
+    last_monday_nine = member._week[SeasonalZ.hour_of_week(9 * HOUR)]
+    assert last_monday_nine is not None and len(last_monday_nine) == 12, "12 of its 60 points, one each 5 minutes"
+    learned(member, [(t + 7 * 86400.0, 100.0) for t, _ in minutes[: 60 * 10]])  # the same day a week later, quiet to 10:00
+    assert len(last_monday_nine) == 24 and last_monday_nine.quantile(1.0) == 150.0, "last week's busy hour is still there"
