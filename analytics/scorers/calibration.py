@@ -44,9 +44,7 @@ class QuantileCalibrator:
 
     def __setstate__(self, state: Any) -> None:
         """A calibrator pickled before TopWindow kept its history in a SortedWindow: the same values, moved over."""
-        _, slots = state
-        for name, value in slots.items():
-            setattr(self, name, value)
+        _restore_slots(self, state)
         if isinstance(self._history, SortedWindow):
             old, self._history = self._history, TopWindow(self._history.size, self._q)
             for r in old._order:
@@ -133,7 +131,12 @@ class OnsetGate:
 
     def __setstate__(self, state: Any) -> None:
         """A gate pickled before the echo existed resumes without one, exactly as it was saved."""
-        _, slots = state
         self.echo_level, self._echo, self._echoing = 1.0, 0, 0
-        for name, value in slots.items():
-            setattr(self, name, value)
+        _restore_slots(self, state)
+
+
+def _restore_slots(obj: object, state: Any) -> None:
+    """What pickle saved of a __slots__ object, (None, {slot: value}), set back on it."""
+    _, slots = state
+    for name, value in slots.items():
+        setattr(obj, name, value)
