@@ -57,6 +57,30 @@ def test_it_needs_one_on_each_of_the_last_days_near_this_time_and_not_much_small
     assert not routine.seen(3 * DAY + 2 * 3600.0, 4.0), "day 2 had none"
 
 
+def test_by_default_two_of_the_last_three_days_within_an_hour_make_a_routine() -> None:
+    """A job that skips a day, or runs 50 minutes late one day, is still the routine; one day of three is not."""
+    routine = DailyRoutine()
+    routine.learn(2 * 3600.0, 4.0)  # day 0, 02:00
+    routine.learn(2 * DAY + 2 * 3600.0 + 3000.0, 4.0)  # none on day 1; day 2 at 02:50
+    assert routine.seen(3 * DAY + 2 * 3600.0 + 1500.0, 4.0), "days 2 and 0, 25 minutes either side"
+    assert not routine.seen(4 * DAY + 2 * 3600.0 + 3000.0, 4.0), "only day 2 of the last three (day 1 had none, day 0 is four days back)"
+    assert not routine.seen(3 * DAY + 4 * 3600.0, 4.0), "two hours off"
+    with pytest.raises(ValueError):
+        DailyRoutine(days=2, need=3)
+
+
+def test_a_routine_saved_before_it_counted_days_wants_every_one_of_them() -> None:
+    routine = DailyRoutine(level=3.0, tolerance=1800.0, days=2, k=2.0)
+    routine.learn(2 * 3600.0, 4.0)
+    state = routine.__reduce_ex__(2)[2]
+    del state[1]["_need"]  # what a routine pickled before then held
+    old = DailyRoutine.__new__(DailyRoutine)
+    old.__setstate__(state)
+    assert old._need == 2
+    old.learn(DAY + 2 * 3600.0, 4.0)
+    assert old.seen(2 * DAY + 2 * 3600.0, 4.0) and not old.seen(3 * DAY + 2 * 3600.0, 4.0)
+
+
 def test_it_forgets_what_is_older_than_its_days_and_keeps_a_bounded_number() -> None:
     routine = DailyRoutine(days=2, keep=5)
     for i in range(100):
