@@ -73,8 +73,9 @@ class EnsembleScorer:
     is alarmed at: 1.0, no echo, until it is told one; the registry's
     factory gives the shipped 0.628 and the worker its `--threshold`,
     through `set_alarm_level`) damps the next `echo` (6; 3 until the
-    change at the end of this list) points whatever they score: NAB charges every false alarm row, and the rows after an
-    alarm are mostly the same event (a spike's fall, a jump's second point,
+    change at the end of this list) points whatever they score: NAB
+    charges every false alarm row, and the rows after an alarm are mostly
+    the same event (a spike's fall, a jump's second point,
     another member seeing the same change a point later). Measured against
     no echo, at the NAB-best threshold (0.6298 for both): NAB 60.9 -> 62.7,
     window F1 0.48 -> 0.48 (40 windows, 78 false-alarm events; at 0.628, 79
