@@ -31,7 +31,7 @@ class DailyRoutine:
     within `tolerance` seconds of this time of day whose ratio was at least
     ratio / `k`. Times must not go backwards (a series is learned in time
     order). At most `keep` are remembered: strong anomalies are rare by
-    construction (three times a series' own 99th percentile), so the bound
+    construction (twice a series' own 99th percentile), so the bound
     only guards a pathological series.
 
     >>> r = DailyRoutine(level=3.0, tolerance=1800.0, days=2, k=2.0)
@@ -50,7 +50,7 @@ class DailyRoutine:
     __slots__ = ("level", "_tolerance", "_days", "_need", "_k", "_events")
 
     def __init__(
-        self, level: float = 3.0, tolerance: float = 3600.0, days: int = 3, need: int = 2, k: float = 2.0, keep: int = 1024
+        self, level: float = 2.0, tolerance: float = 3600.0, days: int = 3, need: int = 2, k: float = 2.0, keep: int = 1024
     ) -> None:
         if not 1 <= need <= days:
             raise ValueError(f"need must be from 1 to days ({days}), got {need}")
