@@ -312,6 +312,10 @@ def throughput(factory: Any, data: list[Series], points: int = 60_000, repeat: i
     return statistics.median(rates), min(rates), max(rates)
 
 
+class NoFiles(LookupError):
+    """`--only` matched none of the labelled files."""
+
+
 def run(name: str | None, root: Path, measure_speed: bool = True, only: list[str] | None = None) -> dict[str, Any]:
     from analytics.scorers import DETECTORS
     from analytics.scorers.registry import DEFAULT
@@ -320,7 +324,7 @@ def run(name: str | None, root: Path, measure_speed: bool = True, only: list[str
     factory = DETECTORS[name]
     data = load_nab(root, only)
     if not data:
-        raise ValueError(f"no labelled file under {root} starts with {', '.join(only or [])}")
+        raise NoFiles(f"no labelled file under {root} starts with {', '.join(only or [])}")
     started = time.perf_counter()
     all_scores = [score_series(factory, s) for s in data]
     elapsed = time.perf_counter() - started
@@ -396,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     only = [p for p in (args.only or "").split(",") if p] or None
     try:
         result = run(args.detector, root, measure_speed=not args.no_throughput, only=only)
-    except ValueError as exc:
+    except NoFiles as exc:
         print(exc, file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json else table(result))
