@@ -224,6 +224,16 @@ JsonPath = Annotated[str, BeforeValidator(_jsonpath)]
 Regex = Annotated[str, BeforeValidator(_regex)]
 
 
+def _network_text(value: Any) -> Any:
+    """An address or network written as text: a YAML integer or boolean would otherwise become 0.0.0.5/32 or 0.0.0.0/32."""
+    if isinstance(value, (str, IPv4Network, IPv6Network)):
+        return value
+    raise ValueError(f"must be an address or network as text (10.0.0.0/8, \"::1/128\"), not {_kind(value)}")
+
+
+Network = Annotated[IPvAnyNetwork, BeforeValidator(_network_text)]
+
+
 def _not_reserved(name: str) -> str:
     if name in _RESERVED_LABELS or name.startswith("__"):
         raise ValueError(f"reserved label name (reserved: {', '.join(sorted(_RESERVED_LABELS))}, __*)")
@@ -563,7 +573,7 @@ class RateLimitSettings(_Strict):
     # /metrics, /healthz and /readyz have a bucket of their own, so the API's traffic never starves Prometheus.
     scrape_rate: float = Field(2.0, gt=0, le=1_000_000)
     scrape_burst: int = Field(20, ge=1, le=1_000_000)
-    exempt: list[IPvAnyNetwork] = Field(default_factory=lambda: [IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")])
+    exempt: list[Network] = Field(default_factory=lambda: [IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")])
 
 
 def _origin(value: str) -> str:

@@ -159,3 +159,21 @@ def test_the_unmutated_inputs_load(environment: None) -> None:
     """The starting points are valid, so a mutation is what makes a ConfigError."""
     config = load({"environments.yaml": ENVIRONMENTS, **{n: dump(d) for n, d in SHIPPED.items()}, "flowprobe.yaml": dump(SETTINGS_FILE)})
     assert config is not None and len(config.workflows) == 6 and not config.settings.api.public_reads
+
+
+@pytest.mark.parametrize("exempt", [False, 5])
+def test_a_network_that_is_not_text_is_a_config_error(environment: None, exempt: Any) -> None:
+    """Found by the mutation test above: `exempt: [false]` crashed the loader (a DeprecationWarning inside ipaddress),
+    and `exempt: [5]` was taken as 0.0.0.5/32."""
+    settings_file = SETTINGS_FILE | {"api": {"rate_limit": {"exempt": ["10.0.0.0/8", exempt]}}}
+    directory = Path(tempfile.mkdtemp(prefix="fuzz-config-"))
+    try:
+        for name, text in {"environments.yaml": ENVIRONMENTS, "health-check.yaml": dump(SHIPPED["health-check.yaml"]),
+                           "flowprobe.yaml": dump(settings_file)}.items():
+            (directory / name).write_text(text, encoding="utf-8")
+        with pytest.raises(ConfigError) as caught:
+            load_config(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    message = "\n".join(str(p) for p in caught.value.problems)
+    assert "exempt" in message and "address or network as text" in message, message
