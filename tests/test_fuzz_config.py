@@ -17,6 +17,7 @@ import random
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,19 +68,26 @@ def environment() -> Iterator[None]:
         yield
 
 
-def load(files: dict[str, str]) -> Config | None:
-    """Load a config directory holding `files`: a Config, or None for a ConfigError (anything else fails the test)."""
+@contextmanager
+def config_dir(files: dict[str, str]) -> Iterator[Path]:
+    """A temporary config directory holding `files`, removed afterwards."""
     directory = Path(tempfile.mkdtemp(prefix="fuzz-config-"))
     try:
         for name, text in files.items():
             (directory / name).write_text(text, encoding="utf-8")
+        yield directory
+    finally:
+        shutil.rmtree(directory)
+
+
+def load(files: dict[str, str]) -> Config | None:
+    """Load a config directory holding `files`: a Config, or None for a ConfigError (anything else fails the test)."""
+    with config_dir(files) as directory:
         try:
             return load_config(directory)
         except ConfigError as exc:
             assert exc.problems and all(str(p) for p in exc.problems)
             return None
-    finally:
-        shutil.rmtree(directory)
 
 
 @SETTINGS
@@ -166,14 +174,8 @@ def test_a_network_that_is_not_text_is_a_config_error(environment: None, exempt:
     """Found by the mutation test above: `exempt: [false]` crashed the loader (a DeprecationWarning inside ipaddress),
     and `exempt: [5]` was taken as 0.0.0.5/32."""
     settings_file = SETTINGS_FILE | {"api": {"rate_limit": {"exempt": ["10.0.0.0/8", exempt]}}}
-    directory = Path(tempfile.mkdtemp(prefix="fuzz-config-"))
-    try:
-        for name, text in {"environments.yaml": ENVIRONMENTS, "health-check.yaml": dump(SHIPPED["health-check.yaml"]),
-                           "flowprobe.yaml": dump(settings_file)}.items():
-            (directory / name).write_text(text, encoding="utf-8")
-        with pytest.raises(ConfigError) as caught:
-            load_config(directory)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    files = {"environments.yaml": ENVIRONMENTS, "health-check.yaml": dump(SHIPPED["health-check.yaml"]), "flowprobe.yaml": dump(settings_file)}
+    with config_dir(files) as directory, pytest.raises(ConfigError) as caught:
+        load_config(directory)
     message = "\n".join(str(p) for p in caught.value.problems)
     assert "exempt" in message and "address or network as text" in message, message
