@@ -10,6 +10,7 @@ and an operator wants the onset).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from analytics.scorers.window import SortedWindow, TopWindow
@@ -60,7 +61,10 @@ class OnsetGate:
     unless one beats the score that raised the alarm (then it alarms and the
     rest starts again from it). An operator wants the first alarm of an
     episode, and NAB pays only for the first alarm in a window but charges
-    every false one; a worse incident inside the rest still alarms.
+    every false one; a worse incident inside the rest still alarms. Given
+    the points' times, the rest also ends once `rest_seconds` have passed
+    since its alarm: whichever comes first, so a series sampled hourly
+    rests a day, not `rest` hours.
     An echo: once an emitted score reaches `echo_level`, the next `echo` points
     are damped whatever they score, worse or not (the fall of a spike that
     alarmed on its rise, the second point of a two-point jump, a second
@@ -86,9 +90,19 @@ class OnsetGate:
     ...     g.learn(out[-1])
     >>> out  # alarm; its echo for two points, however high; then 0.99 beats the peak
     [0.7, 0.45, 0.475, 0.99]
+    >>> g = OnsetGate(damp=0.5, decay=0.5, rest_level=0.7, rest=3, rest_seconds=7200.0)
+    >>> out = []
+    >>> for t, s in enumerate((0.8, 0.6, 0.75, 0.75), start=1):  # a point an hour
+    ...     out.append(g.gated(s, t * 3600.0))
+    ...     g.learn(out[-1], t * 3600.0)
+    >>> out  # alarm; two hours of rest; then 0.75 alarms, though the rest had a point to go
+    [0.8, 0.3, 0.375, 0.75]
     """
 
-    __slots__ = ("_peak", "_damp", "_decay", "_rest_level", "_rest", "_resting", "_alarm", "echo_level", "_echo", "_echoing")
+    __slots__ = (
+        "_peak", "_damp", "_decay", "_rest_level", "_rest", "_resting", "_alarm", "echo_level", "_echo", "_echoing",
+        "_rest_seconds", "_rest_until",
+    )
 
     def __init__(
         self,
@@ -98,6 +112,7 @@ class OnsetGate:
         rest: int = 0,
         echo_level: float = 1.0,
         echo: int = 0,
+        rest_seconds: float | None = None,
     ) -> None:
         self._peak = 0.0
         self._damp = damp
@@ -109,19 +124,26 @@ class OnsetGate:
         self.echo_level = echo_level
         self._echo = echo
         self._echoing = 0
+        self._rest_seconds = rest_seconds
+        self._rest_until = math.inf  # the time the rest ends, if it does not run out of points first
 
-    def gated(self, s: float) -> float:
-        if s > self._peak and not self._echoing and (not self._resting or s > self._alarm):
+    def gated(self, s: float, t: float | None = None) -> float:
+        """The score to emit for a point that scored `s` at time `t` (None: no time; the rest counts points only)."""
+        if s > self._peak and not self._echoing and (not self._resting or s > self._alarm or (t is not None and t > self._rest_until)):
             return s
         return s * self._damp
 
-    def learn(self, gated: float) -> None:
-        """Record the gated score that was emitted for this point."""
+    def learn(self, gated: float, t: float | None = None) -> None:
+        """Record the gated score that was emitted for this point, at time `t` (as given to `gated`)."""
         peak = self._peak * self._decay
         self._peak = gated if gated > peak else peak
+        if self._resting and t is not None and t > self._rest_until:
+            self._resting = 0  # the rest's time is up before its points
         if gated >= self._rest_level and (not self._resting or gated > self._alarm):
             self._resting = self._rest
             self._alarm = gated
+            seconds = self._rest_seconds
+            self._rest_until = math.inf if t is None or seconds is None else t + seconds
         elif self._resting:
             self._resting -= 1
         if self._echoing:
@@ -130,8 +152,9 @@ class OnsetGate:
             self._echoing = self._echo
 
     def __setstate__(self, state: Any) -> None:
-        """A gate pickled before the echo existed resumes without one, exactly as it was saved."""
+        """A gate pickled before the echo, or before its rest could end in time, resumes as it was saved: without them."""
         self.echo_level, self._echo, self._echoing = 1.0, 0, 0
+        self._rest_seconds, self._rest_until = None, math.inf
         _restore_slots(self, state)
 
 

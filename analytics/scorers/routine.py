@@ -19,7 +19,7 @@ from typing import Any
 
 from analytics.scorers.calibration import _restore_slots
 
-__all__ = ["DailyRoutine"]
+__all__ = ["DAY", "DailyRoutine"]
 
 DAY = 86400.0
 
