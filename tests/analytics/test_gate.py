@@ -1,6 +1,6 @@
 """The onset gate: its echo (the points after an alarm, damped whatever they score) and its rest, which lasts at most a day.
 
-Old saved gates resume without either.
+A gate saved before either resumes as it was saved.
 """
 
 from __future__ import annotations
