@@ -96,6 +96,15 @@ def data_dir(explicit: str | None = None) -> Path:
     return Path(explicit or os.environ.get("FLOWPROBE_NAB_DIR") or DEFAULT_DATA)
 
 
+def labelled_dir(explicit: str | None = None) -> Path | None:
+    """`data_dir`, or None after saying on stderr that it holds no NAB labels."""
+    root = data_dir(explicit)
+    if not (root / "labels" / "combined_windows.json").is_file():
+        print(f"no NAB data at {root} (use --data DIR or FLOWPROBE_NAB_DIR)", file=sys.stderr)
+        return None
+    return root
+
+
 def _unix(stamp: str) -> float:
     return datetime.fromisoformat(stamp).replace(tzinfo=timezone.utc).timestamp()
 
@@ -387,9 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput measurement")
     args = parser.parse_args(argv)
-    root = data_dir(args.data)
-    if not (root / "labels" / "combined_windows.json").is_file():
-        print(f"no NAB data at {root} (use --data DIR or FLOWPROBE_NAB_DIR)", file=sys.stderr)
+    root = labelled_dir(args.data)
+    if root is None:
         return 2
     sys.path.insert(0, str(REPO))
     from analytics.scorers import DETECTORS

@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.anomaly_nab import Series, data_dir, evaluate, figures, load_nab, score_series  # noqa: E402
+from bench.anomaly_nab import Series, evaluate, figures, labelled_dir, load_nab, score_series  # noqa: E402
 
 # The members' order in EnsembleScorer's default `q`: value, step, 3-point mean, spread, hour of the week.
 QUANTILES = ("q_value", "q_step", "q_mean", "q_spread", "q_seasonal")
@@ -179,9 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--f1", type=float, default=0.60, help="the window F1 sought")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    root = data_dir(args.data)
-    if not (root / "labels" / "combined_windows.json").is_file():
-        print(f"no NAB data at {root} (use --data DIR or FLOWPROBE_NAB_DIR)", file=sys.stderr)
+    root = labelled_dir(args.data)
+    if root is None:
         return 2
     result = run(root, args.seed, args.configs, args.nab, args.f1)
     print(json.dumps(result, indent=2) if args.json else table(result))
