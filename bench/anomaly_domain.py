@@ -20,8 +20,15 @@ What runs (all seeded: ``--seed``, default 7)
   - ``ramp``: a leak, rising linearly to 3-5x over 1-3 hours, then a restart;
   - ``error_burst``: 10-30 minutes of failures, each either a timeout (10 s)
     or a fast failure (1-5 ms, connection refused).
-- Each incident's window runs from its first anomalous point to 30 points
-  after its last. Scoring is that of ``bench/anomaly_nab.py`` (the NAB README's
+- Each incident's window runs from its first anomalous point to 30 minutes
+  after its last.
+- ``--interval S``: a point every S seconds instead (15 and 30 are the
+  shipped workflows' own schedules). Every duration above stays the same in
+  time (three days, the incidents' hours and minutes, the window's 30
+  minutes, the daily cycle); a spike's 1-5 points and the benign requests'
+  0.2 % stay the same in points, and so does NAB's probation (750 points at
+  most). At 60 the set is the same as without it, to the bit.
+- Scoring is that of ``bench/anomaly_nab.py`` (the NAB README's
   rules, probation included): window precision, recall and F1, median latency.
 
 The figures are given at the shipped threshold (``registry.THRESHOLD``, chosen
@@ -51,19 +58,20 @@ KINDS = ("spike", "level_shift", "ramp", "error_burst")
 MINUTE = 60.0
 DAYS = 3
 START = 1_735_689_600.0  # 2025-01-01 00:00 UTC
-TAIL = 30  # rows after an incident that still belong to its window (the detector's reaction)
+TAIL_MINUTES = 30  # after an incident, still its window (the detector's reaction)
 TIMEOUT_MS = 10_000.0
 
 
-def make_series(rng: random.Random, index: int) -> tuple[Series, list[str]]:
-    n = DAYS * 24 * 60
+def make_series(rng: random.Random, index: int, interval: float = MINUTE) -> tuple[Series, list[str]]:
+    per_hour = 3600.0 / interval  # points an hour
+    n = int(DAYS * 24 * per_hour)
     base = math.exp(rng.uniform(math.log(30.0), math.log(2000.0)))
     noise = rng.uniform(0.1, 0.3)
     daily = rng.uniform(0.1, 0.4)
-    times = [START + i * MINUTE for i in range(n)]
+    times = [START + i * interval for i in range(n)]
     values = []
     for i in range(n):
-        hour = (i / 60.0) % 24.0
+        hour = (i / per_hour) % 24.0
         season = 1.0 + daily * math.exp(-((hour - 14.0) ** 2) / 18.0)  # a working-day bump around 14:00
         v = base * season * rng.lognormvariate(0.0, noise)
         if rng.random() < 0.002:
@@ -72,34 +80,40 @@ def make_series(rng: random.Random, index: int) -> tuple[Series, list[str]]:
     probation = min(math.floor(0.15 * n), 750)
     kinds = [KINDS[(2 * index) % 4], KINDS[(2 * index + 1) % 4]]
     windows = []
-    first = rng.randrange(probation + 360, n // 2)
-    second = rng.randrange(max(first + 600, n // 2 + 60), n - 300)
+    def hours(h: float) -> int:
+        return round(h * per_hour)  # points in h hours
+
+    first = rng.randrange(probation + hours(6), n // 2)
+    second = rng.randrange(max(first + hours(10), n // 2 + hours(1)), n - hours(5))
     for kind, onset in zip(kinds, (first, second)):
-        end = inject(rng, values, kind, onset, base)
-        windows.append((onset, min(end + TAIL, n - 1)))
+        end = inject(rng, values, kind, onset, per_hour)
+        windows.append((onset, min(end + hours(TAIL_MINUTES / 60.0), n - 1)))
     series = Series(f"domain/{index:02d}", values, times, windows, probation)
     return series, kinds
 
 
-def inject(rng: random.Random, values: list[float], kind: str, onset: int, base: float) -> int:
-    """Inject one incident at `onset`; returns its last anomalous row."""
+def inject(rng: random.Random, values: list[float], kind: str, onset: int, per_hour: float) -> int:
+    """Inject one incident at `onset` into a series of `per_hour` points an hour; returns its last anomalous row."""
+    def minutes(m: float) -> int:
+        return round(m * per_hour / 60.0)  # points in m minutes
+
     if kind == "spike":
         length = rng.randint(1, 5)
         factor = rng.uniform(5.0, 10.0)
         for i in range(onset, onset + length):
             values[i] *= factor
     elif kind == "level_shift":
-        length = rng.randint(120, 240)
+        length = rng.randint(minutes(120), minutes(240))
         factor = rng.uniform(1.8, 3.0)
         for i in range(onset, onset + length):
             values[i] *= factor
     elif kind == "ramp":
-        length = rng.randint(60, 180)
+        length = rng.randint(minutes(60), minutes(180))
         top = rng.uniform(3.0, 5.0)
         for k, i in enumerate(range(onset, onset + length)):
             values[i] *= 1.0 + (top - 1.0) * (k + 1) / length
     elif kind == "error_burst":
-        length = rng.randint(10, 30)
+        length = rng.randint(minutes(10), minutes(30))
         for i in range(onset, onset + length):
             values[i] = TIMEOUT_MS * rng.uniform(1.0, 1.02) if rng.random() < 0.5 else rng.uniform(1.0, 5.0)
     else:
@@ -107,9 +121,9 @@ def inject(rng: random.Random, values: list[float], kind: str, onset: int, base:
     return onset + length - 1
 
 
-def make_set(seed: int, count: int) -> tuple[list[Series], list[list[str]]]:
+def make_set(seed: int, count: int, interval: float = MINUTE) -> tuple[list[Series], list[list[str]]]:
     rng = random.Random(seed)
-    made = [make_series(rng, i) for i in range(count)]
+    made = [make_series(rng, i, interval) for i in range(count)]
     return [s for s, _ in made], [k for _, k in made]
 
 
@@ -124,12 +138,12 @@ def recall_by_kind(all_scores: list[np.ndarray], data: list[Series], kinds: list
     return {k: found[k] / total[k] for k in KINDS if total[k]}
 
 
-def run(name: str | None, seed: int, count: int) -> dict[str, Any]:
+def run(name: str | None, seed: int, count: int, interval: float = MINUTE) -> dict[str, Any]:
     from analytics.scorers import DETECTORS
     from analytics.scorers.registry import DEFAULT, THRESHOLD
 
     name = name or DEFAULT
-    data, kinds = make_set(seed, count)
+    data, kinds = make_set(seed, count, interval)
     all_scores = [score_series(DETECTORS[name], s) for s in data]
     shipped = figures(evaluate(all_scores, data, THRESHOLD, latencies=True), data, THRESHOLD)
     shipped["recall_by_kind"] = recall_by_kind(all_scores, data, kinds, THRESHOLD)
@@ -141,6 +155,7 @@ def run(name: str | None, seed: int, count: int) -> dict[str, Any]:
         "detector": name,
         "seed": seed,
         "series": count,
+        "interval_s": interval,
         "rows": sum(len(s.values) for s in data),
         "at_shipped_threshold": shipped,
         "at_best_single_threshold": best,
@@ -151,7 +166,8 @@ def run(name: str | None, seed: int, count: int) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     lines = [
-        f"domain set: {result['series']} series, {result['rows']} rows, seed {result['seed']}, detector {result['detector']}",
+        f"domain set: {result['series']} series, {result['rows']} rows {result['interval_s']:g} s apart, seed {result['seed']}, "
+        f"detector {result['detector']}",
         "",
         "| operating point | threshold | window P | window R | window F1 | latency (rows, median) | "
         + " | ".join(f"R {k}" for k in KINDS)
@@ -174,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detector", help="a name from analytics.scorers.DETECTORS (default: the shipped one)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--series", type=int, default=24)
+    parser.add_argument("--interval", type=float, default=MINUTE, help="seconds between points (default 60)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     from analytics.scorers import DETECTORS
@@ -181,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.detector and args.detector not in DETECTORS:
         print(f"unknown detector {args.detector!r}; known: {', '.join(sorted(DETECTORS))}", file=sys.stderr)
         return 2
-    result = run(args.detector, args.seed, args.series)
+    if args.interval <= 0.0 or args.interval > 3600.0:
+        print(f"--interval must be more than 0 and at most 3600 seconds, got {args.interval:g}", file=sys.stderr)
+        return 2
+    result = run(args.detector, args.seed, args.series, args.interval)
     print(json.dumps(result, indent=2) if args.json else table(result))
     return 0
 

@@ -41,6 +41,9 @@ class ValueZ:
     def learn(self, x: float, t: float | None = None) -> None:
         self._window.add(x)
 
+    def follow(self, x: float, t: float | None = None) -> None:
+        """A point the window skips (the ensemble's cadence): nothing to keep."""
+
 
 class DiffZ:
     """Robust z of the step x - previous x against the last `window` steps: sudden jumps in noisy series."""
@@ -60,6 +63,10 @@ class DiffZ:
     def learn(self, x: float, t: float | None = None) -> None:
         if self._prev is not None:
             self._window.add(x - self._prev)
+        self._prev = x
+
+    def follow(self, x: float, t: float | None = None) -> None:
+        """A point whose step the window skips (the ensemble's cadence): the next step is still from it."""
         self._prev = x
 
 
@@ -82,14 +89,19 @@ class MeanZ:
         return self._window.robust_z((self._sum - recent[0] + x) / self._span)
 
     def learn(self, x: float, t: float | None = None) -> None:
+        self.follow(x, t)
+        recent = self._recent
+        if len(recent) == self._span:
+            # summed fresh from the deque: a running sum would drift with float error over millions of points
+            self._window.add(sum(recent) / self._span)
+
+    def follow(self, x: float, t: float | None = None) -> None:
+        """x joins the last `span` values, and its mean not the window (`learn` adds it; the ensemble's cadence skips it)."""
         recent = self._recent
         recent.append(x)
         self._sum += x
         if len(recent) > self._span:
             self._sum -= recent.popleft()
-        if len(recent) == self._span:
-            # summed fresh from the deque: a running sum would drift with float error over millions of points
-            self._window.add(sum(recent) / self._span)
 
 
 class SpreadZ:
@@ -160,6 +172,10 @@ class SpreadZ:
     def learn(self, x: float, t: float | None = None) -> None:
         if not self._phase and len(self._recent) == self._span - 1:
             self._window.add(self._log_spread(x))
+        self.follow(x, t)
+
+    def follow(self, x: float, t: float | None = None) -> None:
+        """x joins the last `span` values, and its spread not the window (`learn` adds it; the ensemble's cadence skips it)."""
         self._cached = None
         self._recent.append(x)
         phase = self._phase + 1
