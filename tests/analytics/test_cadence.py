@@ -7,6 +7,7 @@ NAB's) is scored exactly as before.
 
 from __future__ import annotations
 
+import pickle
 import random
 
 import numpy as np
@@ -129,3 +130,21 @@ def test_an_ensemble_saved_before_the_cadence_resumes_and_gains_one() -> None:
         resumed.learn_one(100.0 + (i % 7), t0 + i * 60.0)
     assert resumed._cadence.every == 5
     assert len(resumed._calibrators[0]._history) - learned < 40, "it learns blocks of five points, not every point"
+
+
+def test_an_ensemble_pickled_in_the_middle_of_a_block_goes_on_exactly_as_one_that_was_not() -> None:
+    rng = random.Random(8)
+    points = [(1_700_000_000.0 + 60.0 * i, 100.0 + rng.gauss(0.0, 3.0) + (40.0 if i % 300 == 299 else 0.0)) for i in range(1500)]
+    kept = EnsembleScorer(alarm_level=THRESHOLD)
+    for t, x in points[:503]:
+        kept.score_one(x, t)
+        kept.learn_one(x, t)
+    assert kept._every == 5 and kept._in_block, "saved with a block half learned"
+    resumed = pickle.loads(pickle.dumps(kept))
+    went_on, came_back = [], []
+    for t, x in points[503:]:
+        went_on.append(kept.score_one(x, t))
+        kept.learn_one(x, t)
+        came_back.append(resumed.score_one(x, t))
+        resumed.learn_one(x, t)
+    assert came_back == went_on
