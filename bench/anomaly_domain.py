@@ -62,6 +62,11 @@ TAIL_MINUTES = 30  # after an incident, still its window (the detector's reactio
 TIMEOUT_MS = 10_000.0
 
 
+def points(minutes: float, per_hour: float) -> int:
+    """How many points of a series with `per_hour` points an hour make `minutes` minutes."""
+    return round(minutes * per_hour / 60.0)
+
+
 def make_series(rng: random.Random, index: int, interval: float = MINUTE) -> tuple[Series, list[str]]:
     per_hour = 3600.0 / interval  # points an hour
     n = int(DAYS * 24 * per_hour)
@@ -80,40 +85,34 @@ def make_series(rng: random.Random, index: int, interval: float = MINUTE) -> tup
     probation = min(math.floor(0.15 * n), 750)
     kinds = [KINDS[(2 * index) % 4], KINDS[(2 * index + 1) % 4]]
     windows = []
-    def hours(h: float) -> int:
-        return round(h * per_hour)  # points in h hours
-
-    first = rng.randrange(probation + hours(6), n // 2)
-    second = rng.randrange(max(first + hours(10), n // 2 + hours(1)), n - hours(5))
+    first = rng.randrange(probation + points(360, per_hour), n // 2)
+    second = rng.randrange(max(first + points(600, per_hour), n // 2 + points(60, per_hour)), n - points(300, per_hour))
     for kind, onset in zip(kinds, (first, second)):
         end = inject(rng, values, kind, onset, per_hour)
-        windows.append((onset, min(end + hours(TAIL_MINUTES / 60.0), n - 1)))
+        windows.append((onset, min(end + points(TAIL_MINUTES, per_hour), n - 1)))
     series = Series(f"domain/{index:02d}", values, times, windows, probation)
     return series, kinds
 
 
 def inject(rng: random.Random, values: list[float], kind: str, onset: int, per_hour: float) -> int:
     """Inject one incident at `onset` into a series of `per_hour` points an hour; returns its last anomalous row."""
-    def minutes(m: float) -> int:
-        return round(m * per_hour / 60.0)  # points in m minutes
-
     if kind == "spike":
         length = rng.randint(1, 5)
         factor = rng.uniform(5.0, 10.0)
         for i in range(onset, onset + length):
             values[i] *= factor
     elif kind == "level_shift":
-        length = rng.randint(minutes(120), minutes(240))
+        length = rng.randint(points(120, per_hour), points(240, per_hour))
         factor = rng.uniform(1.8, 3.0)
         for i in range(onset, onset + length):
             values[i] *= factor
     elif kind == "ramp":
-        length = rng.randint(minutes(60), minutes(180))
+        length = rng.randint(points(60, per_hour), points(180, per_hour))
         top = rng.uniform(3.0, 5.0)
         for k, i in enumerate(range(onset, onset + length)):
             values[i] *= 1.0 + (top - 1.0) * (k + 1) / length
     elif kind == "error_burst":
-        length = rng.randint(minutes(10), minutes(30))
+        length = rng.randint(points(10, per_hour), points(30, per_hour))
         for i in range(onset, onset + length):
             values[i] = TIMEOUT_MS * rng.uniform(1.0, 1.02) if rng.random() < 0.5 else rng.uniform(1.0, 5.0)
     else:

@@ -366,11 +366,11 @@ class EnsembleScorer:
             routine.learn(t, ratio)
         if self._shift is not None:
             self._shift.learn(x, raws)  # before the members learn x: it reads the value window x is measured against
-        first = not self._in_block  # the first point of a block (every point, at a cadence of 1): the members learn it
         tick = self._tick - 1
         self._tick = tick
         if not tick:
-            self._retime(t)
+            self._retime(t)  # a new cadence closes the block: this point starts the next
+        first = not self._in_block  # the first point of a block (every point, at a cadence of 1): the members learn it
         if self._every == 1:
             for r, calibrator in zip(raws, self._calibrators):
                 if r is not None:
