@@ -22,24 +22,62 @@ __all__ = ["Cadence", "OnsetGate", "QuantileCalibrator"]
 class QuantileCalibrator:
     """ratio = r / (the `q`-quantile of the last `history` values of r); None until `warmup` are seen.
 
+    A young calibrator, holding fewer than 1 / (1 - q) values (500 at the
+    99.8th percentile, 100 at the 99th), has not seen its quantile yet: the
+    largest value it holds is all it has, and a new value beats the largest
+    of n with a chance of 1 / (n + 1), not 1 - q. So until then its
+    reference is extrapolated from its `TAIL` (5) largest values, as an
+    exponential tail (peaks over a threshold): the fifth largest plus their
+    mean excess over it times ln(5 / (n (1 - q))), and never less than the
+    largest. The younger, the further out; at 1 / (1 - q) values it is the
+    quantile itself. This matters most on a series checked more often than
+    every five minutes: the ensemble's calibrators learn a value a block
+    (`Cadence`), so a check every 15 s has learned 37 after the 750 points
+    of NAB's probation (three hours).
+
+    >>> c = QuantileCalibrator(history=100, q=0.9, warmup=10)
+    >>> for r in [1.0, 2.0, 1.5, 0.5, 1.0, 2.0, 1.0, 0.5, 1.5, 1.0]:
+    ...     c.learn(r)
+    >>> round(c.ratio(4.0), 6)  # ten values: the 90th percentile is the largest, 2
+    2.0
     >>> c = QuantileCalibrator(history=100, q=0.99, warmup=10)
     >>> for r in [1.0, 2.0, 1.5, 0.5, 1.0, 2.0, 1.0, 0.5, 1.5, 1.0]:
     ...     c.learn(r)
-    >>> round(c.ratio(4.0), 6)
-    2.0
+    >>> round(c.reference(), 3)  # ten values, for the 99th: 1 + ((1.5 + 1.5 + 2 + 2) / 4 - 1) * ln(5 / (10 * 0.01))
+    3.934
     """
 
-    __slots__ = ("_history", "_q", "_warmup")
+    __slots__ = ("_history", "_q", "_warmup", "_mature", "_young")
 
     def __init__(self, history: int = 2000, q: float = 0.99, warmup: int = 20) -> None:
         self._history = TopWindow(history, q)
         self._q = q
         self._warmup = warmup
+        self._mature = _mature(q, history)
+        self._young = (0, 0.0)  # (values held, the reference extrapolated from them): young, every value is new
+
+    def reference(self) -> float:
+        """What a statistic is measured against: the `q`-quantile, or while young its extrapolation (at least 1 value)."""
+        history = self._history
+        n = len(history)
+        if n >= self._mature:
+            return history.quantile()
+        held, reference = self._young
+        if held != n:  # the window is not full while young (`_mature`): a value learned is one more held
+            reference = history.quantile()
+            tail = history.largest(TAIL)
+            if len(tail) == TAIL:
+                base = tail[0]
+                beyond = base + (sum(tail) - base * TAIL) / (TAIL - 1) * math.log(TAIL / (n * (1.0 - self._q)))
+                if beyond > reference:
+                    reference = beyond
+            self._young = (n, reference)
+        return reference
 
     def ratio(self, r: float) -> float | None:
         if len(self._history) < self._warmup:
             return None
-        return r / (self._history.quantile() + 1e-9)
+        return r / (self.reference() + 1e-9)
 
     def learn(self, r: float) -> None:
         self._history.add(r)
@@ -47,10 +85,22 @@ class QuantileCalibrator:
     def __setstate__(self, state: Any) -> None:
         """A calibrator pickled before TopWindow kept its history in a SortedWindow: the same values, moved over."""
         _restore_slots(self, state)
+        self._mature, self._young = _mature(self._q, self._history.size), (0, 0.0)
         if isinstance(self._history, SortedWindow):
             old, self._history = self._history, TopWindow(self._history.size, self._q)
             for r in old._order:
                 self._history.add(r)
+
+
+TAIL = 5  # the largest values a young calibrator extrapolates its quantile from
+
+
+def _mature(q: float, size: int) -> float:
+    """The values a calibrator at `q` holds once its quantile is among them: 1 / (1 - q) (none needed at q = 1).
+
+    A full window is mature however small: its quantile is the one it is asked for, of the values it keeps.
+    """
+    return 0.0 if q >= 1.0 else min(1.0 / (1.0 - q) - 1e-9, float(size))
 
 
 class Cadence:

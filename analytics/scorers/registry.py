@@ -35,8 +35,9 @@ THRESHOLD = 0.628
 
 # Points a series' detector learns before the worker flags an anomaly on it: NAB's probation (no row before
 # min(15 % of a file, 750) is scored), so the live flag is what the benchmarks measured. A young ensemble's
-# calibrators are still settling: at the shipped threshold it raised 1.7-4.6 false alarms per 1000 points in its
-# first 500 (NAB and the domain set), 0.9-1.7 in points 500-750, 0.6-0.7 past 1500 (ANALYTICS.md).
+# calibrators are still settling: at the shipped threshold it raised 2.1-2.5 false alarm rows per 1000 points in its
+# first 500 on NAB (0.0-0.8 on the domain set, a point a minute), 0.3-0.9 in points 500-750, 0.5 or fewer past 750
+# (ANALYTICS.md).
 PROBATION = 750
 
 # The ensemble's gate damps the echo of an alarm (OnsetGate), so it is told the threshold it is alarmed at; the

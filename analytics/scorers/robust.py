@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from itertools import islice
+from typing import Any
 
+from analytics.scorers.calibration import _restore_slots
 from analytics.scorers.window import SortedWindow
 
 __all__ = ["DiffZ", "MeanZ", "RobustScorer", "SpreadZ", "ValueZ", "squash"]
@@ -46,62 +49,132 @@ class ValueZ:
 
 
 class DiffZ:
-    """Robust z of the step x - previous x against the last `window` steps: sudden jumps in noisy series."""
+    """Robust z of the step x - previous x against the last `window` steps: sudden jumps in noisy series.
 
-    __slots__ = ("_window", "_warmup", "_prev")
+    On a series denser than the ensemble's cadence (`blocks(every)`: `every`
+    points make its reference time, five minutes), the step is that of the
+    level over the reference time: the mean of the last `every` values, x
+    included, less the mean of the `every` before them. A series five minutes
+    apart is measured point to point, as the member was set on NAB's; a
+    series a minute apart then measures the same change over the same time,
+    not the noise of each single minute. One slow request among five moves
+    the step by a fifth of its height; a jump that stays moves it by its
+    whole height once it is five minutes old, as it would a series five
+    minutes apart.
+
+    >>> steps = DiffZ(window=50, warmup=3)
+    >>> steps.blocks(2)
+    >>> for x in (10.0, 11.0, 10.0, 11.0, 10.0, 11.0):
+    ...     steps.learn(x)
+    >>> steps._step(30.0)  # (10 + 11) / 2 before, (11 + 30) / 2 now
+    10.0
+    """
+
+    __slots__ = ("_window", "_warmup", "_prev", "_every", "_recent")
 
     def __init__(self, window: int = 1000, warmup: int = 20) -> None:
         self._window = SortedWindow(window)
         self._warmup = warmup
         self._prev: float | None = None
+        self._every = 1
+        self._recent: deque[float] = deque(maxlen=1)  # the last 2 * every - 1 values: a step is measured over them and x
+
+    def blocks(self, every: int) -> None:
+        """`every` points make the ensemble's reference time: the steps are from then on between means of `every` points.
+
+        The steps learned so far stay in the window: they are changes over the same time, measured on fewer points.
+        """
+        self._every = every
+        self._recent = deque(self._recent, maxlen=2 * every - 1)
+
+    def _step(self, x: float) -> float | None:
+        every = self._every
+        if every == 1:
+            prev = self._prev
+            return None if prev is None else x - prev
+        recent = self._recent
+        if len(recent) < 2 * every - 1:
+            return None
+        return (sum(islice(recent, every, None)) + x - sum(islice(recent, every))) / every
 
     def statistic(self, x: float, t: float | None = None) -> float | None:
-        if self._prev is None or len(self._window._sorted) < self._warmup:
+        if len(self._window._sorted) < self._warmup:
             return None
-        return self._window.robust_z(x - self._prev)
+        step = self._step(x)
+        return None if step is None else self._window.robust_z(step)
 
     def learn(self, x: float, t: float | None = None) -> None:
-        if self._prev is not None:
-            self._window.add(x - self._prev)
-        self._prev = x
+        step = self._step(x)
+        if step is not None:
+            self._window.add(step)
+        self.follow(x, t)
 
     def follow(self, x: float, t: float | None = None) -> None:
-        """A point whose step the window skips (the ensemble's cadence): the next step is still from it."""
+        """A point whose step the window skips (the ensemble's cadence): the next step is still measured with it."""
         self._prev = x
+        self._recent.append(x)
+
+    def __setstate__(self, state: Any) -> None:
+        """A member pickled before its steps could span blocks resumes measuring point to point, as it was saved."""
+        _restore_slots(self, state)
+        if not hasattr(self, "_recent"):
+            self._every = 1
+            self._recent = deque(() if self._prev is None else (self._prev,), maxlen=1)
 
 
 class MeanZ:
-    """Robust z of the mean of the last `span` values (x included) against past such means: level shifts."""
+    """Robust z of the mean of the last `span` values (x included) against past such means: level shifts.
 
-    __slots__ = ("_window", "_warmup", "_recent", "_span", "_sum")
+    On a series denser than the ensemble's cadence (`blocks(every)`: `every`
+    points make its reference time, five minutes) the mean is of `span` times
+    `every` values: the same 15 minutes as `span` points five minutes apart,
+    where the member was set. Three slow requests in three minutes are then
+    not a level, and a level that holds a quarter of an hour is.
+    """
+
+    __slots__ = ("_window", "_warmup", "_recent", "_span", "_sum", "_points")
 
     def __init__(self, window: int = 1000, span: int = 3, warmup: int = 20) -> None:
         self._window = SortedWindow(window)
         self._warmup = warmup
         self._recent: deque[float] = deque()
-        self._span = span
+        self._span = span  # in blocks of the ensemble's cadence
+        self._points = span  # in points: span * every
         self._sum = 0.0
+
+    def blocks(self, every: int) -> None:
+        """`every` points make the ensemble's reference time: the mean is of `span * every` values from then on."""
+        self._points = self._span * every
+        recent = self._recent
+        while len(recent) > self._points:
+            self._sum -= recent.popleft()
 
     def statistic(self, x: float, t: float | None = None) -> float | None:
         recent = self._recent
-        if len(recent) < self._span or len(self._window._sorted) < self._warmup:
+        if len(recent) < self._points or len(self._window._sorted) < self._warmup:
             return None
-        return self._window.robust_z((self._sum - recent[0] + x) / self._span)
+        return self._window.robust_z((self._sum - recent[0] + x) / self._points)
 
     def learn(self, x: float, t: float | None = None) -> None:
         self.follow(x, t)
         recent = self._recent
-        if len(recent) == self._span:
+        if len(recent) == self._points:
             # summed fresh from the deque: a running sum would drift with float error over millions of points
-            self._window.add(sum(recent) / self._span)
+            self._window.add(sum(recent) / self._points)
 
     def follow(self, x: float, t: float | None = None) -> None:
-        """x joins the last `span` values, and its mean not the window (`learn` adds it; the ensemble's cadence skips it)."""
+        """x joins the last `span * every` values, and their mean not the window (`learn` adds it; the ensemble's cadence skips it)."""
         recent = self._recent
         recent.append(x)
         self._sum += x
-        if len(recent) > self._span:
+        if len(recent) > self._points:
             self._sum -= recent.popleft()
+
+    def __setstate__(self, state: Any) -> None:
+        """A member pickled before its mean could span blocks resumes with the mean of `span` points, as it was saved."""
+        _restore_slots(self, state)
+        if not hasattr(self, "_points"):
+            self._points = self._span
 
 
 class SpreadZ:

@@ -138,6 +138,10 @@ class TopWindow:
         top = self._top
         return top[len(top) - self._need]
 
+    def largest(self, k: int) -> list[float]:
+        """The `k` largest values of the window, ascending (all of them if it holds fewer; at most `keep`)."""
+        return self._top[-k:]
+
     def add(self, x: float) -> None:
         order, top = self._order, self._top
         if len(order) == self.size:  # full: the steady state, kept to as few steps as it can be
