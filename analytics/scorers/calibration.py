@@ -53,7 +53,7 @@ class QuantileCalibrator:
         self._history = TopWindow(history, q)
         self._q = q
         self._warmup = warmup
-        self._mature = _mature(q, history)
+        self._mature = _mature(q, history, warmup)
         self._young = (0, 0.0)  # (values held, the reference extrapolated from them): young, every value is new
 
     def reference(self) -> float:
@@ -85,7 +85,7 @@ class QuantileCalibrator:
     def __setstate__(self, state: Any) -> None:
         """A calibrator pickled before TopWindow kept its history in a SortedWindow: the same values, moved over."""
         _restore_slots(self, state)
-        self._mature, self._young = _mature(self._q, self._history.size), (0, 0.0)
+        self._mature, self._young = _mature(self._q, self._history.size, self._warmup), (0, 0.0)
         if isinstance(self._history, SortedWindow):
             old, self._history = self._history, TopWindow(self._history.size, self._q)
             for r in old._order:
@@ -95,12 +95,13 @@ class QuantileCalibrator:
 TAIL = 5  # the largest values a young calibrator extrapolates its quantile from
 
 
-def _mature(q: float, size: int) -> float:
+def _mature(q: float, size: int, warmup: int) -> float:
     """The values a calibrator at `q` holds once its quantile is among them: 1 / (1 - q) (none needed at q = 1).
 
-    A full window is mature however small: its quantile is the one it is asked for, of the values it keeps.
+    A full window is mature however small: its quantile is the one it is asked for, of the values it keeps. Never
+    before its `warmup`, so that a calibrator that is mature is one that speaks (the ensemble checks that alone).
     """
-    return 0.0 if q >= 1.0 else min(1.0 / (1.0 - q) - 1e-9, float(size))
+    return max(float(warmup), 0.0 if q >= 1.0 else min(1.0 / (1.0 - q) - 1e-9, float(size)))
 
 
 class Cadence:

@@ -66,7 +66,7 @@ class DiffZ:
     >>> steps.blocks(2)
     >>> for x in (10.0, 11.0, 10.0, 11.0, 10.0, 11.0):
     ...     steps.learn(x)
-    >>> steps._step(30.0)  # (10 + 11) / 2 before, (11 + 30) / 2 now
+    >>> steps.step(30.0)  # (10 + 11) / 2 before, (11 + 30) / 2 now
     10.0
     """
 
@@ -75,51 +75,63 @@ class DiffZ:
     def __init__(self, window: int = 1000, warmup: int = 20) -> None:
         self._window = SortedWindow(window)
         self._warmup = warmup
-        self._prev: float | None = None
+        self._prev: float | None = None  # the last value
         self._every = 1
-        self._recent: deque[float] = deque(maxlen=1)  # the last 2 * every - 1 values: a step is measured over them and x
+        self._recent: deque[float] = deque(maxlen=1)  # in blocks, the last 2 * every - 1 values: x's step is over them
 
     def blocks(self, every: int) -> None:
         """`every` points make the ensemble's reference time: the steps are from then on between means of `every` points.
 
         The steps learned so far stay in the window: they are changes over the same time, measured on fewer points.
         """
+        if every > 1:
+            kept = self._recent if self._every > 1 else () if self._prev is None else (self._prev,)
+            self._recent = deque(kept, maxlen=2 * every - 1)
         self._every = every
-        self._recent = deque(self._recent, maxlen=2 * every - 1)
 
-    def _step(self, x: float) -> float | None:
-        every = self._every
-        if every == 1:
-            prev = self._prev
-            return None if prev is None else x - prev
+    def _block_step(self, x: float) -> float | None:
         recent = self._recent
+        every = self._every
         if len(recent) < 2 * every - 1:
             return None
         return (sum(islice(recent, every, None)) + x - sum(islice(recent, every))) / every
 
+    def step(self, x: float) -> float | None:
+        """The step x would make: from the last value, or in blocks the mean of the last less that of the one before."""
+        if self._every > 1:
+            return self._block_step(x)
+        prev = self._prev
+        return None if prev is None else x - prev
+
     def statistic(self, x: float, t: float | None = None) -> float | None:
-        if len(self._window._sorted) < self._warmup:
+        prev = self._prev
+        if prev is None or len(self._window._sorted) < self._warmup:
             return None
-        step = self._step(x)
+        if self._every == 1:  # step(x), without the call: every point five minutes apart takes this path
+            return self._window.robust_z(x - prev)
+        step = self._block_step(x)
         return None if step is None else self._window.robust_z(step)
 
     def learn(self, x: float, t: float | None = None) -> None:
-        step = self._step(x)
-        if step is not None:
-            self._window.add(step)
-        self.follow(x, t)
+        prev = self._prev
+        if prev is not None:
+            step = x - prev if self._every == 1 else self._block_step(x)  # step(x), as in `statistic`
+            if step is not None:
+                self._window.add(step)
+        self._prev = x  # follow(x), without the call
+        if self._every > 1:
+            self._recent.append(x)
 
     def follow(self, x: float, t: float | None = None) -> None:
         """A point whose step the window skips (the ensemble's cadence): the next step is still measured with it."""
         self._prev = x
-        self._recent.append(x)
+        if self._every > 1:
+            self._recent.append(x)
 
     def __setstate__(self, state: Any) -> None:
-        """A member pickled before its steps could span blocks resumes measuring point to point, as it was saved."""
+        """A member pickled before its steps could span blocks resumes point to point, as it was saved."""
+        self._every, self._recent = 1, deque(maxlen=1)
         _restore_slots(self, state)
-        if not hasattr(self, "_recent"):
-            self._every = 1
-            self._recent = deque(() if self._prev is None else (self._prev,), maxlen=1)
 
 
 class MeanZ:

@@ -173,7 +173,7 @@ def counted(data: list[Series], step: DiffZ | None = None, mean: MeanZ | None = 
             made._members[2] = pickle.loads(pickle.dumps(mean))
         if mature:
             for calibrator in made._calibrators:
-                calibrator._mature = 0.0  # the largest value as the quantile while young, as before
+                calibrator._mature = calibrator._warmup  # the largest value as the quantile while young, as before
         return made
 
     counts = evaluate([score_series(detector, s) for s in data], data, THRESHOLD)
@@ -184,19 +184,19 @@ def test_the_step_member_measures_the_change_of_level_over_the_reference_time() 
     steps = DiffZ(window=50, warmup=3)
     for x in (10.0, 12.0, 11.0, 13.0, 12.0):
         steps.learn(x)
-    assert steps._step(20.0) == 8.0, "told nothing: point to point"
+    assert steps.step(20.0) == 8.0, "told nothing: point to point"
     steps.blocks(2)
-    assert steps._step(20.0) is None, "it kept the last value only: not yet four to measure over"
+    assert steps.step(20.0) is None, "it kept the last value only: not yet four to measure over"
     for x in (11.0, 13.0):
         steps.learn(x)
-    assert steps._step(20.0) == ((13.0 + 20.0) - (12.0 + 11.0)) / 2, "the last two values' mean less the two before's"
+    assert steps.step(20.0) == ((13.0 + 20.0) - (12.0 + 11.0)) / 2, "the last two values' mean less the two before's"
     steps.blocks(3)
     steps.learn(20.0)
-    assert steps._step(14.0) is None, "not yet six values to measure over"
+    assert steps.step(14.0) is None, "not yet six values to measure over"
     steps.learn(16.0)
-    assert steps._step(14.0) == ((20.0 + 16.0 + 14.0) - (12.0 + 11.0 + 13.0)) / 3
+    assert steps.step(14.0) == ((20.0 + 16.0 + 14.0) - (12.0 + 11.0 + 13.0)) / 3
     steps.blocks(1)
-    assert steps._step(14.0) == -2.0, "back to point to point: from the last value"
+    assert steps.step(14.0) == -2.0, "back to point to point: from the last value"
     detector = EnsembleScorer(alarm_level=THRESHOLD)
     scores(detector, 15.0, n=100)
     assert detector._members[1]._every == 20, "every 15 s: the ensemble tells it blocks of 20 points"
@@ -207,10 +207,10 @@ def test_one_slow_request_moves_a_block_step_by_a_fifth_and_a_jump_that_stays_by
     steps.blocks(5)
     for _ in range(9):
         steps.learn(100.0)
-    assert steps._step(300.0) == 40.0, "a 3x request among five: a fifth of its 200"
+    assert steps.step(300.0) == 40.0, "a 3x request among five: a fifth of its 200"
     for _ in range(4):
         steps.follow(300.0)
-    assert steps._step(300.0) == 200.0, "the level stayed five points: its whole height"
+    assert steps.step(300.0) == 200.0, "the level stayed five points: its whole height"
 
 
 def test_a_minutely_latency_series_raises_fewer_false_alarms_with_steps_over_the_reference_time() -> None:
@@ -232,18 +232,19 @@ def test_a_step_member_saved_before_it_could_span_blocks_resumes_and_learns_the_
     scores(detector, 60.0, n=300)
     member = detector._members[1]
     old = DiffZ.__new__(DiffZ)
-    old.__setstate__((None, {"_window": member._window, "_warmup": member._warmup, "_prev": member._prev}))
-    assert old._every == 1 and old._step(member._prev + 3.0) == 3.0, "alone, it resumes point to point, as it was saved"
+    last = member._prev
+    old.__setstate__((None, {"_window": member._window, "_warmup": member._warmup, "_prev": last}))  # that version's state
+    assert old._every == 1 and old.step(last + 3.0) == 3.0, "alone, it resumes point to point, as it was saved"
     state = dict(detector.__dict__)
     state["_members"] = [old if m is member else m for m in detector._members]
     resumed = EnsembleScorer.__new__(EnsembleScorer)
     resumed.__setstate__(state)
     assert resumed._members[1]._every == 5, "in an ensemble a minute apart it measures over blocks of five from now on"
-    assert resumed._members[1]._step(100.0) is None, "until it has seen nine values again"
+    assert resumed._members[1].step(100.0) is None, "until it has seen nine values again"
     t0 = 1_700_000_000.0 + 300 * 60.0
     for i in range(20):
         resumed.learn_one(100.0 + i % 3, t0 + 60.0 * i)
-    assert resumed._members[1]._step(100.0) is not None
+    assert resumed._members[1].step(100.0) is not None
 
 
 def test_the_mean_member_averages_the_same_quarter_hour_at_any_rate() -> None:
