@@ -60,7 +60,7 @@ class QuantileCalibrator:
         """What a statistic is measured against: the `q`-quantile, or while young its extrapolation (at least 1 value)."""
         history = self._history
         n = len(history)
-        if n >= self._mature:
+        if n >= self._mature or self._q >= 1.0:  # at q = 1 the largest is the quantile at any age
             return history.quantile()
         held, reference = self._young
         if held != n:  # the window is not full while young (`_mature`): a value learned is one more held

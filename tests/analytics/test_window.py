@@ -95,7 +95,7 @@ def test_a_calibrator_that_holds_its_quantile_measures_against_it_exactly() -> N
         calibrator.learn(rng.expovariate(1.0))
     assert calibrator.reference() == calibrator._history.quantile(), "100 values hold the 99th percentile"
     top = QuantileCalibrator(history=2000, q=1.0)
-    for r in (1.0, 3.0, 2.0):
+    for r in (1.0, 3.0, 2.0, 1.5, 2.5, 0.5, 1.0):
         top.learn(r)
     assert top.reference() == 3.0, "the largest is the 100th percentile at any age"
     small = QuantileCalibrator(history=100, q=0.998)
