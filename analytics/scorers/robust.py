@@ -85,8 +85,9 @@ class DiffZ:
         The steps learned so far stay in the window: they are changes over the same time, measured on fewer points.
         """
         if every > 1:
-            kept = self._recent if self._every > 1 else () if self._prev is None else (self._prev,)
-            self._recent = deque(kept, maxlen=2 * every - 1)
+            if self._every == 1:  # point to point it keeps the last value only
+                self._recent = deque(() if self._prev is None else (self._prev,))
+            self._recent = deque(self._recent, maxlen=2 * every - 1)
         self._every = every
 
     def _block_step(self, x: float) -> float | None:
