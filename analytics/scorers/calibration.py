@@ -16,7 +16,9 @@ from typing import Any
 
 from analytics.scorers.window import SortedWindow, TopWindow
 
-__all__ = ["Cadence", "OnsetGate", "QuantileCalibrator"]
+__all__ = ["Cadence", "OnsetGate", "QuantileCalibrator", "WARMUP"]
+
+WARMUP = 20  # the values a calibrator holds before it gives a ratio, unless told otherwise
 
 
 class QuantileCalibrator:
@@ -49,7 +51,7 @@ class QuantileCalibrator:
 
     __slots__ = ("_history", "_q", "_warmup", "_mature", "_young")
 
-    def __init__(self, history: int = 2000, q: float = 0.99, warmup: int = 20) -> None:
+    def __init__(self, history: int = 2000, q: float = 0.99, warmup: int = WARMUP) -> None:
         self._history = TopWindow(history, q)
         self._q = q
         self._warmup = warmup

@@ -267,11 +267,12 @@ def test_a_latency_series_checked_every_30_s_raises_fewer_false_alarms_with_a_me
     """Twelve of the domain set's series (seed 7) a point every 30 s: 6 false-alarm events with a 3-point mean, 3 now.
 
     All 24 incidents found both ways. On all 24 series of seeds 7, 11, 3 and 5 at 30 s: window F1 0.86 / 0.89 / 0.90 /
-    0.81 -> 0.94 / 0.92 / 0.92 / 0.87 at the shipped threshold (ANALYTICS.md).
+    0.81 -> 0.94 / 0.92 / 0.92 / 0.87 at the shipped threshold (ANALYTICS.md). Measured, as here, with every
+    calibrator speaking after 20 values (`settle=0`): settled ones hide most of these false alarms either way.
     """
     data: list[Series] = make_set(7, 12, 30.0)[0]
-    found, false_alarms = counted(data)
-    found_before, false_alarms_before = counted(data, mean=PointMeanZ(1000, span=3))
+    found, false_alarms = counted(data, settle=0)
+    found_before, false_alarms_before = counted(data, mean=PointMeanZ(1000, span=3), settle=0)
     assert false_alarms * 2 <= false_alarms_before, (false_alarms, false_alarms_before)
     assert found >= found_before and found >= 23, (found, found_before)
 
@@ -279,10 +280,40 @@ def test_a_latency_series_checked_every_30_s_raises_fewer_false_alarms_with_a_me
 def test_young_calibrators_raise_fewer_false_alarms_on_a_series_checked_every_15_s() -> None:
     """Twelve of the domain set's series (seed 11) a point every 15 s: after the 750 points of NAB's probation (three
     hours) each calibrator holds 37 blocks. Measured: 9 false-alarm events with the largest so far as the quantile, 4
-    with the extrapolated one; all 24 incidents found both ways.
+    with the extrapolated one; all 24 incidents found both ways. Measured, as here, with every calibrator speaking after
+    20 values (`settle=0`).
     """
     data: list[Series] = make_set(11, 12, 15.0)[0]
-    found, false_alarms = counted(data)
-    found_before, false_alarms_before = counted(data, mature=True)
+    found, false_alarms = counted(data, settle=0)
+    found_before, false_alarms_before = counted(data, mature=True, settle=0)
     assert false_alarms * 2 <= false_alarms_before, (false_alarms, false_alarms_before)
     assert found >= found_before and found >= 23, (found, found_before)
+
+
+def test_value_mean_and_spread_calibrators_settle_before_they_speak() -> None:
+    """Twelve of the domain set's series (seed 7) a point every 15 s. Their first benign slow requests, 2-3 times, come
+    while the value member's calibrator holds a few dozen five-minute blocks, none of them that slow. Measured: 8
+    false-alarm events when every calibrator speaks after 20 values, 1 when the value, mean and spread members'
+    wait for 150 (12.5 hours of blocks); 23 of 24 incidents found both ways.
+    """
+    data: list[Series] = make_set(7, 12, 15.0)[0]
+    found, false_alarms = counted(data)
+    found_before, false_alarms_before = counted(data, settle=0)
+    assert false_alarms * 3 <= false_alarms_before, (false_alarms, false_alarms_before)
+    assert found >= found_before and found >= 23, (found, found_before)
+
+
+def test_a_young_series_still_alarms_on_a_jump_through_its_step_member() -> None:
+    """Four hours of a check every 15 s (48 blocks): the value, mean and spread members are still settling, the step
+    member speaks, and a jump to three times the level alarms within its first five minutes."""
+    rng = random.Random(5)
+    detector = EnsembleScorer(alarm_level=THRESHOLD)
+    out = []
+    for i in range(1000):
+        t = 1_700_000_000.0 + 15.0 * i
+        x = 100.0 * (3.0 if i >= 960 else 1.0) * rng.lognormvariate(0.0, 0.1)
+        out.append(detector.score_one(x, t))
+        detector.learn_one(x, t)
+    held = [len(c._history) for c in detector._calibrators[:4]]
+    assert held[0] < 150 and held[1] >= 20, held
+    assert max(out[:960]) < THRESHOLD <= max(out[960:980]), (max(out[:960]), max(out[960:980]))
