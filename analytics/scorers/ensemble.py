@@ -233,25 +233,23 @@ class EnsembleScorer:
     Then the value and mean members settle (`settle`): their calibrators
     speak once they hold 150 values (12.5 hours of five-minute blocks), not
     20. A young series' first benign slow requests (2-3 times) came while
-    the value member's calibrator held a few dozen blocks, none of them
-    that slow: most of the domain set's false alarms, at 15, 30 and 60 s,
-    came in a series' first day. The step member
-    (over five-minute means) speaks from its warmup, and finds what comes
-    meanwhile: settling all four members lost 4 of 48 incidents at 15 s
-    (seeds 5 and 7);
-    the spread member's calibrator learns a value every third block, so
-    150 would be 37 hours (it lost two spikes at 30 s). The domain set at the
-    shipped threshold, F1 (false-alarm events): a minute apart 0.97 / 0.96
-    / 0.92 / 0.94 -> 0.97 / 0.97 / 0.93 / 0.96 (seeds 7, 11, 3, 5), held
-    out 0.91-0.94 -> 0.91-0.97 (seeds 13, 17, 19, 23, 29, 31); every 30 s
-    0.87-0.94 -> 0.91-0.96 (13 events -> 8 on seed 5); every 15 s
-    0.90-0.94 -> 0.97-1.00 (0-2 events, not 5-11); no incident fewer
-    anywhere. 100 values scored 0.89-0.95 at 30 s (11 events on seed 5);
-    the value member at 200 lost two spikes there. NAB's
-    scored rows are the same to the bit: by its probation (186 rows or
-    more) these calibrators hold 150 values at its rate. No cost a point.
-    An ensemble saved before resumes as it was saved: its calibrators keep
-    the warmup they were made with.
+    the value member's calibrator held a few dozen blocks, none of them that
+    slow: most of the domain set's false alarms, at 15, 30 and 60 s, came in
+    a series' first day. The step member (over five-minute means) speaks
+    from its warmup, and finds what comes meanwhile: settling all four
+    members lost 4 of 48 incidents at 15 s (seeds 5 and 7); the spread
+    member's calibrator learns a value every third block, so 150 would be 37
+    hours (it lost two spikes at 30 s). The domain set at the shipped
+    threshold, F1 (false-alarm events): a minute apart 0.97 / 0.96 / 0.92 /
+    0.94 -> 0.97 / 0.97 / 0.93 / 0.96 (seeds 7, 11, 3, 5), held out
+    0.91-0.94 -> 0.91-0.97 (seeds 13, 17, 19, 23, 29, 31); every 30 s
+    0.87-0.94 -> 0.91-0.96 (13 events -> 8 on seed 5); every 15 s 0.90-0.94
+    -> 0.97-1.00 (0-2 events, not 5-11); no incident fewer anywhere. 100
+    values scored 0.89-0.95 at 30 s (11 events on seed 5); the value member
+    at 200 lost two spikes there. NAB's scored rows are the same to the bit:
+    by its probation (186 rows or more) these calibrators hold 150 values at
+    its rate. No cost a point. An ensemble saved before resumes as it was
+    saved: its calibrators keep the warmup they were made with.
     Deterministic, so `seed` is accepted only for a uniform signature.
 
     `score_one` does not change the detector; `learn_one` reuses the work of a
@@ -300,7 +298,7 @@ class EnsembleScorer:
         qs = [q] * len(self._members) if isinstance(q, (int, float)) else list(q)
         if len(qs) < len(self._members):
             raise ValueError(f"{len(self._members)} members but {len(qs)} quantiles in q")
-        settled = max(WARMUP, min(settle, history))  # the value, mean and spread members' calibrators speak after these
+        settled = max(WARMUP, min(settle, history))  # the value and mean members' calibrators speak after these
         self._calibrators = [
             QuantileCalibrator(history, qi, settled if isinstance(member, SETTLING) else WARMUP) for qi, member in zip(qs, self._members)
         ]

@@ -317,3 +317,13 @@ def test_a_young_series_still_alarms_on_a_jump_through_its_step_member() -> None
     held = [len(c._history) for c in detector._calibrators[:4]]
     assert held[0] < 150 and held[1] >= 20, held
     assert max(out[:960]) < THRESHOLD <= max(out[960:980]), (max(out[:960]), max(out[960:980]))
+
+
+def test_an_ensemble_saved_before_the_settling_resumes_as_it_was_saved() -> None:
+    """Its calibrators keep the warmup they were made with (20 values for every member), so it scores on as before."""
+    before = EnsembleScorer(alarm_level=THRESHOLD, settle=0)  # every calibrator speaks after 20 values, as before
+    scores(before, 60.0, n=400)
+    resumed = pickle.loads(pickle.dumps(before))
+    assert [c._warmup for c in resumed._calibrators] == [20] * 5
+    assert scores(resumed, 60.0, n=300) == scores(before, 60.0, n=300)
+    assert [c._warmup for c in EnsembleScorer()._calibrators] == [150, 20, 150, 20, 20], "made now: value and mean settle"
