@@ -1,10 +1,26 @@
-"""bench/anomaly_domain.py at another rate of points: the same three days and the same incidents in time."""
+"""bench/anomaly_domain.py: the domain target, and the same three days and incidents in time at another rate of points."""
 
 from __future__ import annotations
 
 import pytest
 
+from analytics.scorers import attune, default_detector
+from analytics.scorers.registry import THRESHOLD
 from bench.anomaly_domain import DAYS, main, make_set
+from bench.anomaly_nab import evaluate, figures, score_series
+
+
+@pytest.mark.parametrize(("seed", "interval"), [(3, 60.0), (5, 30.0), (3, 15.0)])
+def test_the_shipped_detector_meets_the_domain_target_at_the_workflows_schedules(seed: int, interval: float) -> None:
+    """The analytics issue's target, window F1 0.90 at the shipped threshold, on a whole domain set (24 series).
+
+    At each rate the seed of 7, 11, 3 and 5 that scored lowest when measured (ANALYTICS.md): 0.93 a minute apart,
+    0.91 every 30 s (0.87 before the value and mean members settled), 0.97 every 15 s.
+    """
+    data = make_set(seed, 24, interval)[0]
+    scores = [score_series(lambda: attune(default_detector(), THRESHOLD), series) for series in data]
+    measured = figures(evaluate(scores, data, THRESHOLD), data, THRESHOLD)
+    assert measured["f1"] >= 0.90 and measured["windows_found"] >= 47, measured
 
 
 @pytest.mark.parametrize("interval", [15.0, 30.0])
