@@ -273,15 +273,25 @@ def _spread(sorted_desc: np.ndarray, limit: int) -> np.ndarray:
 
 
 def sweep(all_scores: list[np.ndarray], data: list[Series]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One threshold for the whole set: (the NAB-best operating point, the F1-best operating point)."""
+    """One threshold for the whole set: (the NAB-best operating point, the F1-best operating point).
+
+    The F1-best is the best of the thresholds that score no worse than never alarming (NAB standard 0 or more), if
+    any does. The README merges consecutive false-alarm rows into one event, so a threshold low enough to alarm on
+    every row finds every window for one event a gap between windows: F1 0.58 on the shared subset, whatever the
+    detector (its NAB standard is about -12,000).
+    """
     best_nab: tuple[float, float] | None = None
     best_f1: tuple[float, float] | None = None
+    best_any: tuple[float, float] | None = None
     for thr in candidate_thresholds(all_scores, data):
         fig = figures(evaluate(all_scores, data, float(thr)), data, float(thr))
         if best_nab is None or fig["nab_standard"] > best_nab[0]:
             best_nab = (fig["nab_standard"], float(thr))
-        if best_f1 is None or fig["f1"] > best_f1[0]:
+        if fig["nab_standard"] >= 0.0 and (best_f1 is None or fig["f1"] > best_f1[0]):
             best_f1 = (fig["f1"], float(thr))
+        if best_any is None or fig["f1"] > best_any[0]:
+            best_any = (fig["f1"], float(thr))
+    best_f1 = best_f1 or best_any
     assert best_nab is not None and best_f1 is not None
     at_nab = figures(evaluate(all_scores, data, best_nab[1], True), data, best_nab[1])
     at_f1 = figures(evaluate(all_scores, data, best_f1[1], True), data, best_f1[1])
@@ -364,7 +374,7 @@ def table(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
         f"| **flowprobe {result['detector']}** (best NAB threshold) | {result['nab_standard']:.1f} | {result['precision']:.2f} "
         f"| {result['recall']:.2f} | {result['f1']:.2f} | {_fmt(result['latency_rows'], '.0f')} | {result['threshold']:.4g} |",
-        f"| flowprobe {result['detector']} (best F1 threshold) | {f1pt['nab_standard']:.1f} | {f1pt['precision']:.2f} "
+        f"| flowprobe {result['detector']} (best F1 threshold, NAB >= 0) | {f1pt['nab_standard']:.1f} | {f1pt['precision']:.2f} "
         f"| {f1pt['recall']:.2f} | {f1pt['f1']:.2f} | {_fmt(f1pt['latency_rows'], '.0f')} | {f1pt['threshold']:.4g} |",
     ]
     for row in result["published"]:
@@ -376,9 +386,9 @@ def table(result: dict[str, Any]) -> str:
     lines.append(f"windows found {result['windows_found']}/{result['windows']}, false-positive events {result['fp_events']}")
     if f1pt["nab_standard"] < 0:
         lines.append(
-            "note: the best-F1 threshold alarms on (nearly) every row; the README merges consecutive false alarms into one"
-            f" event, so alarming everywhere scores F1 {f1pt['f1']:.2f} here, whatever the detector. Window P/R/F1 are"
-            " meant at the NAB threshold (first row)."
+            "note: no threshold scores NAB 0 or more, and the best-F1 one alarms on (nearly) every row; the README merges"
+            f" consecutive false alarms into one event, so alarming everywhere scores F1 {f1pt['f1']:.2f} here, whatever"
+            " the detector. Window P/R/F1 are meant at the NAB threshold (first row)."
         )
     if "points_per_s_per_core" in result:
         lo, hi = result["points_per_s_per_core_range"]

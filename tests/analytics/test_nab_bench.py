@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.anomaly_nab import PUBLISHED, PUBLISHED_SCORES, Series, main, published
+import numpy as np
+
+from bench.anomaly_nab import PUBLISHED, PUBLISHED_SCORES, Series, evaluate, figures, main, published, sweep
 
 # realTraffic and realAdExchange with NAB's label version 1.1: how many windows each file has.
 HELD_OUT = {
@@ -26,6 +28,20 @@ HELD_OUT = {
     "realTraffic/speed_7578.csv": 4,
     "realTraffic/speed_t4013.csv": 2,
 }
+
+
+def test_the_best_f1_threshold_is_never_one_that_alarms_on_every_row() -> None:
+    """Alarming everywhere finds every window for one false-alarm event a gap: here F1 0.6, at a NAB score far below
+    never alarming. The sweep's F1-best is the best of the thresholds that score NAB 0 or more instead."""
+    series = Series("ours/latency.csv", [0.0] * 100, [float(i) for i in range(100)], [(10, 15), (40, 45), (70, 75)], 0)
+    scores = np.full(100, 0.05)
+    scores[[12, 42]] = 0.9  # two windows found
+    scores[[25, 55, 85]] = 0.95  # three false alarms
+    everywhere = figures(evaluate([scores], [series], 0.05), [series], 0.05)
+    assert everywhere["f1"] == pytest.approx(0.6) and everywhere["nab_standard"] < 0
+    at_nab, at_f1 = sweep([scores], [series])
+    assert at_f1["threshold"] == 0.9 and at_f1["f1"] == pytest.approx(0.5) and at_f1["nab_standard"] >= 0.0
+    assert at_nab["threshold"] == 0.9
 
 
 def labelled(name: str, windows: int) -> Series:
