@@ -24,9 +24,9 @@ DETECTORS["seasonal"] = SeasonalScorer
 DETECTORS["hst"] = lambda: HalfSpaceTreesScorer(seed=SEED)
 DETECTORS["gaussian"] = GaussianTailScorer
 
-# The best NAB standard score (70.0) and window F1 at that threshold (0.58) of all registered detectors:
-# `python -m bench.anomaly_nab --detector NAME` for each. About 95,300 CPU instructions a point and 100,000 points/s
-# a core or more (ANALYTICS.md). ensemble-nonseasonal, the same without its seasonal member, scores 63.8 (F1 0.56).
+# The best NAB standard score (70.8) and window F1 at that threshold (0.61) of all registered detectors:
+# `python -m bench.anomaly_nab --detector NAME` for each. About 105,000 CPU instructions a point and 100,000 points/s
+# a core or more (ANALYTICS.md). ensemble-nonseasonal, the same without its seasonal member, scores 64.5 (F1 0.60).
 DEFAULT = "ensemble"
 
 # The shipped detector's alarm threshold: the one value for the whole NAB subset that maximises its

@@ -169,8 +169,11 @@ class MeanZ:
         return self._window.robust_z((self._sum - recent[0] + x) / self._points)
 
     def learn(self, x: float, t: float | None = None) -> None:
-        self.follow(x, t)
-        recent = self._recent
+        recent = self._recent  # follow(x), without the call: this runs on every point of a series five minutes apart
+        recent.append(x)
+        self._sum += x
+        if len(recent) > self._points:
+            self._sum -= recent.popleft()
         if len(recent) == self._points:
             # summed fresh from the deque: a running sum would drift with float error over millions of points
             self._window.add(sum(recent) / self._points)
@@ -256,9 +259,13 @@ class SpreadZ:
         return self._window.robust_z(self._log_spread(x))
 
     def learn(self, x: float, t: float | None = None) -> None:
-        if not self._phase and len(self._recent) == self._span - 1:
+        phase = self._phase
+        if not phase and len(self._recent) == self._span - 1:
             self._window.add(self._log_spread(x))
-        self.follow(x, t)
+        self._cached = None  # follow(x), without the call: this runs on every point of a series five minutes apart
+        self._recent.append(x)
+        phase += 1
+        self._phase = 0 if phase == self._stride else phase
 
     def follow(self, x: float, t: float | None = None) -> None:
         """x joins the last `span` values, and its spread not the window (`learn` adds it; the ensemble's cadence skips it)."""
