@@ -10,7 +10,6 @@ a habit, one that takes it somewhere it rarely goes is news.
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left
 from collections import deque
 
@@ -38,7 +37,7 @@ class Moves:
     (True, False)
     """
 
-    __slots__ = ("_values", "_bins", "_share", "_least", "_counts", "_moves", "_last", "_asked", "_learned")
+    __slots__ = ("_values", "_bins", "_share", "_least", "_counts", "_moves", "_last")
 
     def __init__(self, values: SortedWindow, bins: int = 8, share: float = 0.05, least: int = 1000, memory: int = 2000) -> None:
         self._values = values
@@ -48,10 +47,9 @@ class Moves:
         self._counts = [0] * (bins * bins)  # moves made, by (band before) * bins + band after
         self._moves: deque[int] = deque(maxlen=memory)  # the last `memory` moves, for expiry
         self._last: int | None = None  # the band of the last point learned
-        self._learned = 0  # points learned: the value window as `common` saw it, while no point is learned after
-        self._asked: tuple[float, int, int | None] = (math.nan, -1, None)  # (x, _learned, x's band) of the last `common`
 
-    def _band(self, x: float) -> int | None:
+    def band(self, x: float) -> int | None:
+        """x's band in the window as it is now (None while it is empty)."""
         ordered = self._values._sorted
         n = len(ordered)
         if not n:
@@ -65,15 +63,12 @@ class Moves:
         last = self._last
         if last is None or len(moves) < self._least:
             return False
-        band = self._band(x)
-        self._asked = (x, self._learned, band)
+        band = self.band(x)
         return band is not None and self._counts[last * self._bins + band] >= self._share * len(moves)
 
     def learn(self, x: float) -> None:
-        """Count x's move; call it before the value window learns x, as `common` was for x."""
-        asked = self._asked
-        band = asked[2] if asked[0] == x and asked[1] == self._learned else self._band(x)  # `common(x)` asked already
-        self._learned += 1
+        """Count x's move; call it before the value window learns x, as `common` was for x. Runs on every point."""
+        band = self.band(x)
         if band is None:
             return
         last = self._last

@@ -40,11 +40,11 @@ def test_a_move_is_common_once_the_series_has_made_it_often_enough_and_no_longer
     assert moves.common(0.9) and not moves.common(0.1), "the up-and-down moves have left its 40-move memory"
 
 
-def test_a_band_is_taken_before_the_window_learns_the_point_so_asking_and_learning_agree() -> None:
+def test_asking_whether_a_move_is_common_changes_nothing_that_is_learned() -> None:
     values = SortedWindow(10)
     moves = Moves(values, bins=2, share=0.5, least=1, memory=10)
     learned(moves, values, [1.0, 2.0, 3.0, 4.0])
-    asked = moves.common(10.0)  # cached for learn(10.0) below
+    asked = moves.common(10.0)
     learned(moves, values, [10.0])
     fresh = Moves(SortedWindow(10), bins=2, share=0.5, least=1, memory=10)
     learned(fresh, fresh._values, [1.0, 2.0, 3.0, 4.0, 10.0])  # never asked
