@@ -290,11 +290,11 @@ def test_young_calibrators_raise_fewer_false_alarms_on_a_series_checked_every_15
     assert found >= found_before and found >= 23, (found, found_before)
 
 
-def test_value_mean_and_spread_calibrators_settle_before_they_speak() -> None:
+def test_the_value_and_mean_calibrators_settle_before_they_speak() -> None:
     """Twelve of the domain set's series (seed 7) a point every 15 s. Their first benign slow requests, 2-3 times, come
     while the value member's calibrator holds a few dozen five-minute blocks, none of them that slow. Measured: 8
-    false-alarm events when every calibrator speaks after 20 values, 1 when the value, mean and spread members'
-    wait for 150 (12.5 hours of blocks); 23 of 24 incidents found both ways.
+    false-alarm events when every calibrator speaks after 20 values, 1 when the value and mean members' wait for 150
+    (12.5 hours of blocks); 23 of 24 incidents found both ways.
     """
     data: list[Series] = make_set(7, 12, 15.0)[0]
     found, false_alarms = counted(data)
