@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import random
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -120,3 +125,16 @@ def test_cupy_path_matches_pandas() -> None:
     got = rolling_robust_z(df, ["host", "step"], "latency", 25, select_backend("cupy"))
     assert isinstance(got, pd.Series) and got.index.equals(df.index)
     np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-9, equal_nan=True)
+
+
+def test_the_gpu_check_runs_these_tests_where_pytest_timeout_is_missing() -> None:
+    """bench/gpu_check.sh runs on a GPU machine with what is installed there; without pytest-timeout, pyproject's
+    `timeout` is an unknown option, which its filterwarnings = error once made an internal error of pytest."""
+    root = Path(__file__).resolve().parents[2]
+    script = (root / "bench" / "gpu_check.sh").read_text(encoding="utf-8")
+    line = next(line for line in script.splitlines() if line.startswith('"$PY" -m pytest'))
+    command = shlex.split(line.replace('"$PY"', shlex.quote(sys.executable)))
+    done = subprocess.run(
+        command, cwd=root, env={**os.environ, "PYTEST_ADDOPTS": "-p no:timeout"}, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "deselected" in done.stdout, done.stdout + done.stderr
