@@ -10,12 +10,15 @@ from __future__ import annotations
 import math
 from collections import deque
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analytics.scorers.calibration import _restore_slots
 from analytics.scorers.window import SortedWindow
 
-__all__ = ["DiffZ", "MeanZ", "RobustScorer", "SpreadZ", "ValueZ", "squash"]
+if TYPE_CHECKING:
+    from analytics.scorers.ensemble import Statistic
+
+__all__ = ["DiffZ", "MeanZ", "RobustScorer", "SpreadZ", "SquashedScorer", "ValueZ", "squash"]
 
 
 def squash(z: float, k: float) -> float:
@@ -275,7 +278,22 @@ class SpreadZ:
         self._phase = 0 if phase == self._stride else phase
 
 
-class RobustScorer:
+class SquashedScorer:
+    """A detector of one statistic: score = z / (z + k) for the statistic `z` of its member (0.0 while it warms up)."""
+
+    def __init__(self, z: Statistic, k: float) -> None:
+        self._z = z
+        self._k = k
+
+    def score_one(self, x: float, t: float | None = None) -> float:
+        z = self._z.statistic(x, t)
+        return 0.0 if z is None else squash(z, self._k)
+
+    def learn_one(self, x: float, t: float | None = None) -> None:
+        self._z.learn(x, t)
+
+
+class RobustScorer(SquashedScorer):
     """Rolling median and IQR: score = z / (z + k) for z = |x - median| / robust sigma.
 
     Needs no `t`; deterministic, so `seed` is accepted only for a uniform signature.
@@ -295,12 +313,4 @@ class RobustScorer:
     """
 
     def __init__(self, window: int = 1000, k: float = 6.0, warmup: int = 20, seed: int | None = None) -> None:
-        self._z = ValueZ(window, warmup)
-        self._k = k
-
-    def score_one(self, x: float, t: float | None = None) -> float:
-        z = self._z.statistic(x, t)
-        return 0.0 if z is None else squash(z, self._k)
-
-    def learn_one(self, x: float, t: float | None = None) -> None:
-        self._z.learn(x, t)
+        super().__init__(ValueZ(window, warmup), k)

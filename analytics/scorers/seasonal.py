@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from analytics.scorers.robust import squash
+from analytics.scorers.robust import SquashedScorer
 from analytics.scorers.window import IQR_TO_SIGMA, SortedWindow
 
 __all__ = ["SeasonalScorer", "SeasonalZ"]
@@ -160,7 +160,7 @@ class SeasonalZ:
                 day.add(x)
 
 
-class SeasonalScorer:
+class SeasonalScorer(SquashedScorer):
     """score = z / (z + k) for the hour-of-week robust z (see `SeasonalZ`); without `t`, the robust baseline.
 
     Deterministic, so `seed` is accepted only for a uniform signature.
@@ -182,12 +182,4 @@ class SeasonalScorer:
     """
 
     def __init__(self, k: float = 6.0, seed: int | None = None) -> None:
-        self._z = SeasonalZ()
-        self._k = k
-
-    def score_one(self, x: float, t: float | None = None) -> float:
-        z = self._z.statistic(x, t)
-        return 0.0 if z is None else squash(z, self._k)
-
-    def learn_one(self, x: float, t: float | None = None) -> None:
-        self._z.learn(x, t)
+        super().__init__(SeasonalZ(), k)
