@@ -47,7 +47,10 @@ Python and single-threaded) for score_one + learn_one over the first files of
 the set, the median of three repetitions. Beside it, the machine's own speed:
 the CPU seconds of a plain CPython loop of 10 million additions, timed after
 each repetition (``machine_loop_s``, their median), since the same detector
-measures twice as many points/s on one machine as on another.
+measures twice as many points/s on one machine as on another. Then memory:
+what one detector holds once it has learned the same 60,000 points
+(``detector_kib``, traced by ``tracemalloc``: what the worker needs a series)
+and its pickle (``detector_pickled_kib``: what it saves a series).
 """
 
 from __future__ import annotations
@@ -56,9 +59,11 @@ import argparse
 import json
 import math
 import os
+import pickle
 import statistics
 import sys
 import time
+import tracemalloc
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -314,15 +319,20 @@ def operating_point(factory: Any, data: list[Series], threshold: float, scores: 
     return scores, figures(evaluate(scores, data, threshold, latencies=True), data, threshold)
 
 
-def throughput(factory: Any, data: list[Series], points: int = 60_000, repeat: int = 3) -> tuple[float, float, float, float]:
-    """Points per CPU second on this one core: (median, min, max) over `repeat` runs, and the median `loop_seconds`
-    timed after each run."""
+def stream(data: list[Series], points: int = 60_000) -> list[tuple[float, float]]:
+    """The first `points` (value, time) pairs of the set, file after file: what throughput and memory are measured on."""
     chunk: list[tuple[float, float]] = []
     for series in data:
         chunk.extend(zip(series.values, series.times))
         if len(chunk) >= points:
             break
-    chunk = chunk[:points]
+    return chunk[:points]
+
+
+def throughput(factory: Any, data: list[Series], points: int = 60_000, repeat: int = 3) -> tuple[float, float, float, float]:
+    """Points per CPU second on this one core: (median, min, max) over `repeat` runs, and the median `loop_seconds`
+    timed after each run."""
+    chunk = stream(data, points)
     rates, loops = [], []
     for _ in range(repeat):
         detector = factory()
@@ -348,6 +358,23 @@ def loop_seconds(steps: int = 10_000_000) -> float:
     for i in range(steps):
         total += i
     return time.process_time() - start
+
+
+def detector_memory(factory: Any, data: list[Series], points: int = 60_000) -> tuple[float, float]:
+    """(KiB of memory, KiB pickled) of one detector once it has learned `points` of the set: what a series costs the
+    worker once its windows are full (the memory allocated for it and still held, as tracemalloc counts it)."""
+    chunk = stream(data, points)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        detector = factory()
+        for x, t in chunk:
+            detector.score_one(x, t)
+            detector.learn_one(x, t)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    return held / 1024.0, len(pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL)) / 1024.0
 
 
 class NoFiles(LookupError):
@@ -378,6 +405,7 @@ def run(name: str | None, root: Path, measure_speed: bool = True, only: list[str
         result["points_per_s_per_core"] = med
         result["points_per_s_per_core_range"] = [lo, hi]
         result["machine_loop_s"] = loop
+        result["detector_kib"], result["detector_pickled_kib"] = detector_memory(factory, data)
     return result
 
 
@@ -415,6 +443,10 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"throughput: {result['points_per_s_per_core']:,.0f} points/s per core (score_one + learn_one; median of 3, {lo:,.0f}-{hi:,.0f});"
             f" this machine runs a plain CPython loop of 10 million additions in {result['machine_loop_s']:.2f} s"
+        )
+        lines.append(
+            f"memory: {result['detector_kib']:,.0f} KiB a detector (a series) once its windows are full, 60,000 points in;"
+            f" {result['detector_pickled_kib']:,.0f} KiB saved"
         )
     return "\n".join(lines)
 

@@ -14,7 +14,7 @@ import math
 from collections import deque
 from typing import Any
 
-from analytics.scorers.window import SortedWindow, TopWindow
+from analytics.scorers.window import SortedWindow, TopWindow, _restore_slots
 
 __all__ = ["Cadence", "OnsetGate", "QuantileCalibrator", "WARMUP"]
 
@@ -267,10 +267,3 @@ class OnsetGate:
         self.echo_level, self._echo, self._echoing = 1.0, 0, 0
         self._rest_seconds, self._rest_until = None, math.inf
         _restore_slots(self, state)
-
-
-def _restore_slots(obj: object, state: Any) -> None:
-    """What pickle saved of a __slots__ object, (None, {slot: value}), set back on it."""
-    _, slots = state
-    for name, value in slots.items():
-        setattr(obj, name, value)

@@ -301,6 +301,14 @@ class EnsembleScorer:
     s and 15 s apart. A cap of 1.25 to 3 leaves NAB so; 1.0 and 1.1 cost it
     two false-alarm events (F1 0.604); 1.25 gains 0.01 more on the domain
     set at 300 s, 1.5 keeps a margin from that edge. No cost a point.
+    Then the memory: the calibrators' windows keep their values as doubles
+    in an array (`TopWindow`, all but 128 of each 2000), and so do the
+    hour-of-week member's 192 buckets (`CompactWindow`), not as float
+    objects in deques. The same scores to the bit (NAB, the domain set
+    of seed 7 at 300, 60 and 15 s), and a detector saved before resumes as it would
+    have; a series' detector holds 407 KiB once full, not 769 (NAB's
+    stream, 60,000 points, tracemalloc), for 4 % more instructions a point
+    (109,500 against 105,100, callgrind).
     Deterministic, so `seed` is accepted only for a uniform signature.
 
     `score_one` does not change the detector; `learn_one` reuses the work of a
@@ -400,7 +408,7 @@ class EnsembleScorer:
             if r is None:
                 continue
             history = calibrator._history  # QuantileCalibrator.ratio, inlined: this runs per member and point
-            n = len(history._order)
+            n = history._count  # len(history), without the call
             if n >= calibrator._mature:  # never before its warmup
                 top = history._top
                 ratio = r / (top[len(top) - history._need] + 1e-9)

@@ -12,8 +12,7 @@ from collections import deque
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from analytics.scorers.calibration import _restore_slots
-from analytics.scorers.window import SortedWindow
+from analytics.scorers.window import SortedWindow, _restore_slots
 
 if TYPE_CHECKING:
     from analytics.scorers.ensemble import Statistic

@@ -17,7 +17,7 @@ from collections import deque
 from itertools import islice, takewhile
 from typing import Any
 
-from analytics.scorers.calibration import _restore_slots
+from analytics.scorers.window import _restore_slots
 
 __all__ = ["DAY", "DailyRoutine"]
 

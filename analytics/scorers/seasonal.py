@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from analytics.scorers.robust import SquashedScorer
-from analytics.scorers.window import IQR_TO_SIGMA, SortedWindow
+from analytics.scorers.window import IQR_TO_SIGMA, CompactWindow, SortedWindow
 
 __all__ = ["SeasonalScorer", "SeasonalZ"]
 
@@ -130,12 +130,12 @@ class SeasonalZ:
         how = (int(t // HOUR) + _EPOCH_HOUR_OF_WEEK) % 168  # hour_of_week(t), inlined: this runs on every point
         week = self._week[how]
         if week is None:
-            week = self._week[how] = SortedWindow(self._per_bucket)
+            week = self._week[how] = CompactWindow(self._per_bucket)
         young = len(week._sorted) < self._min_bucket
         if young:  # as _bucket: the hour of the day stands in, and learns only then (most points skip a second window)
             day = self._day[how % 24]
             if day is None:
-                day = self._day[how % 24] = SortedWindow(self._per_bucket)
+                day = self._day[how % 24] = CompactWindow(self._per_bucket)
             bucket = day if len(day._sorted) >= self._min_bucket else None
         else:
             bucket = week

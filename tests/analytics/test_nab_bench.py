@@ -98,13 +98,19 @@ def test_only_scores_the_folders_it_names(tmp_path: Path, capsys: pytest.Capture
     assert "no labelled file" in err and "c/, d/" in err
 
 
-def test_the_throughput_comes_with_the_machines_own_speed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_nab(tmp_path, ["a/one.csv"])
+def test_the_throughput_comes_with_the_machines_own_speed_and_a_detectors_memory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_nab(tmp_path, ["a/one.csv", "a/two.csv"])
     assert main(["--data", str(tmp_path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["points_per_s_per_core"] > 0 and 0.0 < result["machine_loop_s"] < 60.0
+    # 2880 points: the members' windows (1000) are full, the calibrators' (2000) too; a detector is tens of KiB at least
+    assert 20.0 < result["detector_kib"] < 4096.0 and 10.0 < result["detector_pickled_kib"] < 4096.0
     assert main(["--data", str(tmp_path)]) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("throughput:"))
+    out = capsys.readouterr().out.splitlines()
+    line = next(x for x in out if x.startswith("throughput:"))
     assert "points/s per core" in line and "a plain CPython loop of 10 million additions in" in line
+    assert any(x.startswith("memory: ") and "KiB a detector" in x for x in out)
     assert main(["--data", str(tmp_path), "--json", "--no-throughput"]) == 0
     assert "machine_loop_s" not in json.loads(capsys.readouterr().out), "no speed measured: no machine figure either"

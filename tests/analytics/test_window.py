@@ -6,11 +6,12 @@ import math
 import pickle
 import random
 import statistics
+from collections import deque
 
 import pytest
 
 from analytics.scorers.calibration import QuantileCalibrator
-from analytics.scorers.window import SortedWindow, TopWindow
+from analytics.scorers.window import CHUNK, CompactWindow, SortedWindow, TopWindow
 
 
 def streams() -> dict[str, list[float]]:
@@ -26,7 +27,9 @@ def streams() -> dict[str, list[float]]:
 
 
 @pytest.mark.parametrize("kind", list(streams()))
-@pytest.mark.parametrize(("size", "q"), [(2000, 0.99), (2000, 0.998), (100, 0.9), (50, 0.5), (30, 1.0), (1, 0.99)])
+@pytest.mark.parametrize(
+    ("size", "q"), [(2000, 0.99), (2000, 0.998), (100, 0.9), (65, 0.99), (64, 0.99), (50, 0.5), (30, 1.0), (1, 0.99)]
+)
 def test_the_quantile_is_the_sorted_windows_on_every_point(kind: str, size: int, q: float) -> None:
     top, full = TopWindow(size, q), SortedWindow(size)
     for i, x in enumerate(streams()[kind]):
@@ -35,7 +38,51 @@ def test_the_quantile_is_the_sorted_windows_on_every_point(kind: str, size: int,
         assert top.quantile() == full.quantile(q), f"point {i}"
         assert top._top == full._sorted[len(full._sorted) - len(top._top) :], f"point {i}: not the largest values"
         assert len(top._top) <= top.keep
+        if i % 97 == 0 or i < 3 * size:
+            assert list(top.values()) == list(full._order), f"point {i}: the window, oldest first"
     assert len(top) == len(full)
+
+
+@pytest.mark.parametrize("size", [2000, 130, 64, 10])
+def test_a_top_window_keeps_its_values_as_doubles_but_for_two_chunks(size: int) -> None:
+    """What makes a calibrator a quarter of the memory of a deque of floats: at most 2 * CHUNK values are float objects."""
+    top = TopWindow(size, 0.99)
+    for i, x in enumerate(streams()["noise"]):
+        top.add(x)
+        assert len(top._expiring) + len(top._recent) <= 2 * CHUNK, f"point {i}"
+        assert len(top._expiring) + len(top._old) + len(top._recent) == len(top) == min(i + 1, size)
+    assert len(top._old) >= size - 2 * CHUNK
+
+
+def test_a_top_window_saved_with_a_deque_resumes_with_the_same_values() -> None:
+    rng = random.Random(12)
+    values = [rng.expovariate(1.0) for _ in range(2600)]
+    fresh = TopWindow(2000, 0.99)
+    for r in values:
+        fresh.add(r)
+    order = deque(values[-2000:])  # what a window pickled before the doubles kept, in its slot `_order`
+    state = (None, {"size": 2000, "q": 0.99, "keep": fresh.keep, "_need": fresh._need, "_order": order, "_top": list(fresh._top)})
+    resumed = TopWindow.__new__(TopWindow)
+    resumed.__setstate__(state)
+    assert len(resumed) == 2000 and list(resumed.values()) == list(order)
+    for r in [rng.expovariate(1.0) for _ in range(3000)] + [-float(i) for i in range(2500)]:  # and then a fall: refills
+        resumed.add(r)
+        fresh.add(r)
+        assert resumed.quantile() == fresh.quantile() and resumed._top == fresh._top
+    assert list(resumed.values()) == list(fresh.values())
+
+
+@pytest.mark.parametrize("kind", list(streams()))
+def test_a_compact_window_answers_as_a_sorted_window(kind: str) -> None:
+    compact, full = CompactWindow(32), SortedWindow(32)
+    for i, x in enumerate(streams()[kind][:600]):
+        assert compact.robust_z(x) == full.robust_z(x), f"point {i}"
+        compact.add(x)
+        full.add(x)
+        assert list(compact._sorted) == full._sorted and list(compact._order) == list(full._order), f"point {i}"
+        assert (compact.median(), compact.quantile(0.25), len(compact)) == (full.median(), full.quantile(0.25), len(full))
+    resumed = pickle.loads(pickle.dumps(compact))
+    assert list(resumed._sorted) == full._sorted and resumed.robust_z(3.0) == full.robust_z(3.0)
 
 
 def test_bad_arguments_are_refused() -> None:
