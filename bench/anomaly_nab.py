@@ -42,9 +42,13 @@ way reads 0.5-2.2 points higher than the README's rows (ARTime 67.8, not
 67.3; Numenta HTM 67.3, not 66.5; CAD OSE 62.2, not 60.0): the two scorers
 differ in detail, so compare within a point or two.
 
-Throughput is CPU time of this one process (one core: the detectors are pure
-Python and single-threaded) for score_one + learn_one over the first files of
-the set, the median of three repetitions. Beside it, the machine's own speed:
+Throughput is CPU time of this one process (one core: the detectors are
+single-threaded) for score_one + learn_one over the first files of the set,
+the median of three repetitions, as the detectors run here: compiled
+(setup.py builds them with Cython; ``compiled`` in the JSON) or as their .py
+files. When compiled, the same is measured on the .py files in a child
+process (``FLOWPROBE_PURE_PYTHON=1``; ``pure_points_per_s_per_core``), so the
+two figures come from the same machine in the same run. Beside it, the machine's own speed:
 the CPU seconds of a plain CPython loop of 10 million additions, timed after
 each repetition (``machine_loop_s``, their median), since the same detector
 measures twice as many points/s on one machine as on another. Then memory:
@@ -61,6 +65,7 @@ import math
 import os
 import pickle
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -360,6 +365,26 @@ def loop_seconds(steps: int = 10_000_000) -> float:
     return time.process_time() - start
 
 
+# In a child process: `throughput` of the same detector and files on the detectors' .py files (FLOWPROBE_PURE_PYTHON).
+PURE_THROUGHPUT = """
+import json, sys
+from pathlib import Path
+import analytics.scorers
+from bench.anomaly_nab import load_nab, throughput
+assert not analytics.scorers.COMPILED
+print(json.dumps(throughput(analytics.scorers.DETECTORS[sys.argv[1]], load_nab(Path(sys.argv[2]), json.loads(sys.argv[3])))))
+"""
+
+
+def pure_throughput(name: str, root: Path, only: list[str] | None) -> tuple[float, float, float, float]:
+    """`throughput` as the pure-Python modules run it, in a child process beside the compiled run, on the same machine."""
+    env = dict(os.environ, FLOWPROBE_PURE_PYTHON="1", PYTHONPATH=str(REPO))
+    child = subprocess.run(
+        [sys.executable, "-c", PURE_THROUGHPUT, name, str(root), json.dumps(only)], env=env, capture_output=True, text=True, check=True
+    )
+    return tuple(json.loads(child.stdout))
+
+
 def detector_memory(factory: Any, data: list[Series], points: int = 60_000) -> tuple[float, float]:
     """(KiB of memory, KiB pickled) of one detector once it has learned `points` of the set: what a series costs the
     worker once its windows are full (the memory allocated for it and still held, as tracemalloc counts it)."""
@@ -382,7 +407,7 @@ class NoFiles(LookupError):
 
 
 def run(name: str | None, root: Path, measure_speed: bool = True, only: list[str] | None = None) -> dict[str, Any]:
-    from analytics.scorers import DETECTORS
+    from analytics.scorers import COMPILED, DETECTORS
     from analytics.scorers.registry import DEFAULT
 
     name = name or DEFAULT
@@ -400,11 +425,16 @@ def run(name: str | None, root: Path, measure_speed: bool = True, only: list[str
     result["best_f1_operating_point"] = at_f1
     result["published"] = published(data)
     result["scoring_wall_s"] = elapsed
+    result["compiled"] = COMPILED
     if measure_speed:
         med, lo, hi, loop = throughput(factory, data)
         result["points_per_s_per_core"] = med
         result["points_per_s_per_core_range"] = [lo, hi]
         result["machine_loop_s"] = loop
+        if COMPILED:  # the same detector as its .py files run it, in the same run
+            med, lo, hi, _ = pure_throughput(name, root, only)
+            result["pure_points_per_s_per_core"] = med
+            result["pure_points_per_s_per_core_range"] = [lo, hi]
         result["detector_kib"], result["detector_pickled_kib"] = detector_memory(factory, data)
     return result
 
@@ -440,10 +470,17 @@ def table(result: dict[str, Any]) -> str:
         )
     if "points_per_s_per_core" in result:
         lo, hi = result["points_per_s_per_core_range"]
+        how = "compiled (setup.py)" if result["compiled"] else "pure Python"
         lines.append(
-            f"throughput: {result['points_per_s_per_core']:,.0f} points/s per core (score_one + learn_one; median of 3, {lo:,.0f}-{hi:,.0f});"
-            f" this machine runs a plain CPython loop of 10 million additions in {result['machine_loop_s']:.2f} s"
+            f"throughput: {result['points_per_s_per_core']:,.0f} points/s per core, {how}: score_one + learn_one, median of 3"
+            f" ({lo:,.0f}-{hi:,.0f}); this machine runs a plain CPython loop of 10 million additions in {result['machine_loop_s']:.2f} s"
         )
+        if "pure_points_per_s_per_core" in result:
+            pure, (lo, hi) = result["pure_points_per_s_per_core"], result["pure_points_per_s_per_core_range"]
+            lines.append(
+                f"beside it, pure Python (its .py files, FLOWPROBE_PURE_PYTHON=1): {pure:,.0f} points/s per core ({lo:,.0f}-{hi:,.0f});"
+                f" compiled {result['points_per_s_per_core'] / pure:.1f} times as fast"
+            )
         lines.append(
             f"memory: {result['detector_kib']:,.0f} KiB a detector (a series) once its windows are full, 60,000 points in;"
             f" {result['detector_pickled_kib']:,.0f} KiB saved"

@@ -29,6 +29,7 @@ What runs
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
 import json
 import os
@@ -66,10 +67,14 @@ THRESHOLDS = np.round(np.arange(0.600, 0.7001, 0.002), 3)
 
 
 def shipped() -> dict[str, float]:
-    """The shipped ensemble's value of every searched setting: its constructor's defaults."""
-    from analytics.scorers.ensemble import EnsembleScorer
+    """The shipped ensemble's value of every searched setting: its constructor's defaults, read from its .py (a class
+    compiled by setup.py has no signature to inspect)."""
+    from analytics.scorers import ensemble
 
-    defaults = {name: p.default for name, p in inspect.signature(EnsembleScorer).parameters.items()}
+    spec = importlib.util.spec_from_file_location("ensemble_source", Path(ensemble.__file__).with_name("ensemble.py"))
+    source = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(source)
+    defaults = {name: p.default for name, p in inspect.signature(source.EnsembleScorer).parameters.items()}
     config = {name: defaults[name] for name in SETTINGS if name not in QUANTILES}
     config.update(zip(QUANTILES, defaults["q"]))
     return config

@@ -395,12 +395,16 @@ def test_the_build_context_holds_what_the_image_copies_and_no_secret() -> None:
     for instruction, arguments in _dockerfile():
         if instruction == "COPY" and not arguments.startswith("--from"):
             for source in shlex.split(arguments)[:-1]:
-                files = [p for p in (REPO / source).rglob("*") if p.is_file() and "__pycache__" not in p.parts] if (REPO / source).is_dir() else [REPO / source]
+                # the sources git keeps, not what a local build left beside them (git ignores those, and so does Docker)
+                listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", source], cwd=REPO, capture_output=True, text=True, check=True)
+                files = listed.stdout.split()
                 assert files, source
                 for file in files:
-                    assert not _ignored(file.relative_to(REPO).as_posix()), f"COPY {source}: {file} is left out by .dockerignore"
+                    assert not _ignored(file), f"COPY {source}: {file} is left out by .dockerignore"
     for secret in (".env", ".git/config", ".venv/bin/python", "data/history.sqlite3", "tests/helpers.py", "deploy/collector/flowprobe.yaml"):
         assert _ignored(secret), f"{secret} must stay out of the build context"
+    for local in ("analytics/scorers/window.cpython-311-x86_64-linux-gnu.so", "analytics/scorers/window.c", "analytics/scorers/_compiled.json"):
+        assert _ignored(local), f"{local}: the image builds its own compiled detectors"
 
 
 # ---------------------------------------------------------------- the stack, for real

@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-__all__ = ["DETECTORS", "Detector", "attune", "default_detector"]
+from analytics.scorers.compiled import select
+
+__all__ = ["COMPILED", "COMPILED_WHY", "DETECTORS", "Detector", "attune", "default_detector"]
+
+# Whether the detectors' per-point code runs compiled (setup.py, Cython) or as its .py files, and why: chosen before
+# any of those modules is imported (analytics/scorers/compiled.py). The scores are the same either way.
+COMPILED, COMPILED_WHY = select()
 
 
 @runtime_checkable

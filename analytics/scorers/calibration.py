@@ -14,7 +14,7 @@ import math
 from collections import deque
 from typing import Any
 
-from analytics.scorers.window import SortedWindow, TopWindow, _restore_slots
+from analytics.scorers.window import SortedWindow, TopWindow, _restore_slots, slot_state
 
 __all__ = ["Cadence", "OnsetGate", "QuantileCalibrator", "WARMUP"]
 
@@ -50,6 +50,7 @@ class QuantileCalibrator:
     """
 
     __slots__ = ("_history", "_q", "_warmup", "_mature", "_young")
+    __getstate__ = slot_state  # saved as Python saves slots, compiled or not
 
     def __init__(self, history: int = 2000, q: float = 0.99, warmup: int = WARMUP) -> None:
         self._history = TopWindow(history, q)
@@ -86,12 +87,14 @@ class QuantileCalibrator:
 
     def __setstate__(self, state: Any) -> None:
         """A calibrator pickled before TopWindow kept its history in a SortedWindow: the same values, moved over."""
+        history = state[1].pop("_history")  # set last: a compiled calibrator's holds a TopWindow only
         _restore_slots(self, state)
-        self._mature, self._young = _mature(self._q, self._history.size, self._warmup), (0, 0.0)
-        if isinstance(self._history, SortedWindow):
-            old, self._history = self._history, TopWindow(self._history.size, self._q)
+        if isinstance(history, SortedWindow):
+            old, history = history, TopWindow(history.size, self._q)
             for r in old._order:
-                self._history.add(r)
+                history.add(r)
+        self._history = history
+        self._mature, self._young = _mature(self._q, history.size, self._warmup), (0, 0.0)
 
 
 TAIL = 5  # the largest values a young calibrator extrapolates its quantile from
@@ -141,6 +144,7 @@ class Cadence:
     """
 
     __slots__ = ("reference", "every", "_gaps", "_last")
+    __getstate__ = slot_state  # saved as Python saves slots, compiled or not
 
     def __init__(self, reference: float = 300.0, spans: int = 9) -> None:
         if reference <= 0.0:
@@ -214,6 +218,7 @@ class OnsetGate:
         "_peak", "_damp", "_decay", "_rest_level", "_rest", "_resting", "_alarm", "echo_level", "_echo", "_echoing",
         "_rest_seconds", "_rest_until",
     )
+    __getstate__ = slot_state  # saved as Python saves slots, compiled or not
 
     def __init__(
         self,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from analytics.scorers.window import slot_state
+
 if TYPE_CHECKING:
     from analytics.scorers.robust import ValueZ
 
@@ -26,6 +28,7 @@ class PageHinkley:
     """
 
     __slots__ = ("threshold", "delta", "alpha", "min_instances", "_n", "_mean", "_up", "_down", "_min_up", "_max_down", "_fired")
+    __getstate__ = slot_state  # saved as Python saves slots, compiled or not
 
     def __init__(self, threshold: float = 50.0, delta: float = 0.005, alpha: float = 1 - 0.0001, min_instances: int = 30) -> None:
         self.threshold = threshold
@@ -89,6 +92,7 @@ class ShiftWatch:
     """
 
     __slots__ = ("_value", "_index", "_span", "_clip", "_test", "_left")
+    __getstate__ = slot_state  # saved as Python saves slots, compiled or not
 
     def __init__(self, value: ValueZ, index: int, span: int = 10, threshold: float = 30.0, delta: float = 1.0, clip: float = 5.0) -> None:
         self._value = value

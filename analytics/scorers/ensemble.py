@@ -11,6 +11,7 @@ from analytics.scorers.habits import Moves
 from analytics.scorers.robust import DiffZ, MeanZ, SpreadZ, ValueZ
 from analytics.scorers.routine import DAY, DailyRoutine
 from analytics.scorers.seasonal import SeasonalZ
+from analytics.scorers.window import slot_state
 
 __all__ = ["EnsembleScorer", "Statistic"]
 
@@ -326,6 +327,11 @@ class EnsembleScorer:
     [(1200, 0.75), (1201, 0.78), (1202, 0.84), (1208, 0.87), (1209, 0.87)]
     """
 
+    __slots__ = (
+        "_members", "_calibrators", "_gate", "_shift", "_moves", "_boost", "_capped", "_boosted", "_outside", "_routine",
+        "_cadence", "_every", "_tick", "_block", "_in_block", "_cached",
+    )
+
     def __init__(
         self,
         members: Sequence[Statistic] | None = None,
@@ -382,6 +388,11 @@ class EnsembleScorer:
         self._in_block = 0
         self._cached: tuple[float, float | None, float, list[float | None], float] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Saved as a dict of its attributes, compiled or not, as before it had slots: old state files load, and new ones
+        load into older code."""
+        return slot_state(self)[1]
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         """An ensemble saved before the daily routine existed resumes without one, exactly as it was saved.
 
@@ -395,7 +406,9 @@ class EnsembleScorer:
         self._boosted = [True] * len(state["_members"])
         self._outside = []
         self._cadence, self._every, self._tick, self._block, self._in_block = Cadence(), 1, 1, [], 0
-        self.__dict__.update(state)
+        for name, value in state.items():
+            if name in self.__slots__:  # what an older ensemble kept and this one does not is left behind
+                setattr(self, name, value)
         self._cached = None
         self._tell_blocks()  # a step or mean member saved before it could span blocks learns the cadence it resumes at
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import deque
 
-from analytics.scorers.window import SortedWindow
+from analytics.scorers.window import SortedWindow, slot_state
 
 __all__ = ["Moves"]
 
@@ -28,6 +28,7 @@ class Moves:
     made at least `share` (5 %) of its last `memory` (2000) moves, once it has
     made `least` (1000): fewer are too thin to call anything common.
 
+    >>> from analytics.scorers.window import SortedWindow  # a compiled module's globals lack what its .pxd cimports
     >>> values = SortedWindow(100)
     >>> moves = Moves(values, bins=2, share=0.2, least=4, memory=10)
     >>> for x in (1.0, 9.0, 1.0, 9.0, 1.0, 9.0, 1.0):  # low, high, low, ...: two bands, each move the other way
@@ -38,6 +39,7 @@ class Moves:
     """
 
     __slots__ = ("_values", "_bins", "_share", "_least", "_counts", "_moves", "_last")
+    __getstate__ = slot_state  # saved as Python saves slots, compiled or not
 
     def __init__(self, values: SortedWindow, bins: int = 8, share: float = 0.05, least: int = 1000, memory: int = 2000) -> None:
         self._values = values

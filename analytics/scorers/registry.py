@@ -25,9 +25,9 @@ DETECTORS["hst"] = lambda: HalfSpaceTreesScorer(seed=SEED)
 DETECTORS["gaussian"] = GaussianTailScorer
 
 # The best NAB standard score (70.8) and window F1 at that threshold (0.61) of all registered detectors:
-# `python -m bench.anomaly_nab --detector NAME` for each. About 110,000 CPU instructions a point (105,000 before its
-# windows kept doubles, when it measured 106,900 points/s a core on one machine and 53,400-97,100 on slower ones;
-# ANALYTICS.md). ensemble-nonseasonal, the same without its seasonal member, scores 64.5 (F1 0.60).
+# `python -m bench.anomaly_nab --detector NAME` for each. About 60,400 CPU instructions a point compiled (setup.py) and
+# 109,500 as pure Python: 116,800 and 50,900 points/s a core on one machine, in the same runs (ANALYTICS.md, "Compiled
+# detectors"). ensemble-nonseasonal, the same without its seasonal member, scores 64.5 (F1 0.60).
 DEFAULT = "ensemble"
 
 # The shipped detector's alarm threshold: the one value for the whole NAB subset that maximises its

@@ -12,7 +12,7 @@ from collections import deque
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from analytics.scorers.window import SortedWindow, _restore_slots
+from analytics.scorers.window import SortedWindow, _restore_slots, slot_state
 
 if TYPE_CHECKING:
     from analytics.scorers.ensemble import Statistic
@@ -33,6 +33,7 @@ class ValueZ:
     """Robust z of the value against the last `window` values (0.0 until `warmup` are seen)."""
 
     __slots__ = ("_window", "_warmup")
+    __getstate__ = slot_state  # saved as Python saves slots, compiled or not
 
     def __init__(self, window: int = 1000, warmup: int = 20) -> None:
         self._window = SortedWindow(window)
@@ -73,6 +74,7 @@ class DiffZ:
     """
 
     __slots__ = ("_window", "_warmup", "_prev", "_every", "_recent")
+    __getstate__ = slot_state  # saved as Python saves slots, compiled or not
 
     def __init__(self, window: int = 1000, warmup: int = 20) -> None:
         self._window = SortedWindow(window)
@@ -148,6 +150,7 @@ class MeanZ:
     """
 
     __slots__ = ("_window", "_warmup", "_recent", "_span", "_sum", "_points")
+    __getstate__ = slot_state  # saved as Python saves slots, compiled or not
 
     def __init__(self, window: int = 1000, span: int = 3, warmup: int = 20) -> None:
         self._window = SortedWindow(window)
@@ -191,7 +194,7 @@ class MeanZ:
     def __setstate__(self, state: Any) -> None:
         """A member pickled before its mean could span blocks resumes with the mean of `span` points, as it was saved."""
         _restore_slots(self, state)
-        if not hasattr(self, "_points"):
+        if "_points" not in state[1]:  # not hasattr: a compiled member always has it
             self._points = self._span
 
 
@@ -227,6 +230,7 @@ class SpreadZ:
     """
 
     __slots__ = ("_window", "_warmup", "_recent", "_span", "_cached", "_stride", "_phase")
+    __getstate__ = slot_state  # saved as Python saves slots, compiled or not
 
     def __init__(self, window: int = 1000, span: int = 6, warmup: int = 100, stride: int = 3) -> None:
         self._window = SortedWindow(window)

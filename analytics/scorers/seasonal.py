@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from analytics.scorers.robust import SquashedScorer
-from analytics.scorers.window import IQR_TO_SIGMA, CompactWindow, SortedWindow
+from analytics.scorers.window import IQR_TO_SIGMA, CompactWindow, SortedWindow, slot_state
 
 __all__ = ["SeasonalScorer", "SeasonalZ"]
 
@@ -54,6 +54,7 @@ class SeasonalZ:
         "_week", "_day", "_all", "_own", "_per_bucket", "_min_bucket", "_warmup", "_scale_floor",
         "_explained", "_alpha", "_near", "_far", "_settle", "_open", "_tick", "_slot_seconds", "_slot",
     )
+    __getstate__ = slot_state  # saved as Python saves slots, compiled or not
 
     def __init__(
         self,

@@ -24,10 +24,19 @@ from heapq import nlargest
 from itertools import chain
 from typing import Any
 
-__all__ = ["CompactWindow", "IQR_TO_SIGMA", "SortedWindow", "TopWindow"]
+__all__ = ["CompactWindow", "IQR_TO_SIGMA", "SortedWindow", "TopWindow", "slot_state"]
 
 # For a normal distribution the interquartile range is 1.349 standard deviations.
 IQR_TO_SIGMA = 1.349
+
+
+def slot_state(obj: object) -> tuple[None, dict[str, Any]]:
+    """What pickle saves of a __slots__ object, (None, {slot: value}), compiled or not (setup.py): a class's `__getstate__`.
+
+    Python saves a pure-Python instance so by itself; an extension type has no slots of its own to save. Given to
+    every class the build compiles, this saves both alike, so a state file moves between the two.
+    """
+    return None, {name: getattr(obj, name) for klass in type(obj).__mro__ for name in vars(klass).get("__slots__", ()) if hasattr(obj, name)}
 
 
 class SortedWindow:
@@ -43,6 +52,7 @@ class SortedWindow:
     """
 
     __slots__ = ("size", "_order", "_sorted")
+    __getstate__ = slot_state  # saved as Python saves slots, compiled or not
 
     def __init__(self, size: int) -> None:
         if size < 1:
@@ -161,6 +171,7 @@ class TopWindow:
     """
 
     __slots__ = ("size", "q", "keep", "_need", "_count", "_old", "_expiring", "_recent", "_top")
+    __getstate__ = slot_state  # saved as Python saves slots, compiled or not
 
     def __init__(self, size: int, q: float) -> None:
         if size < 1:

@@ -114,7 +114,7 @@ def test_a_minutely_latency_series_raises_fewer_false_alarms_and_misses_no_more_
 def test_an_ensemble_saved_before_the_cadence_resumes_and_gains_one() -> None:
     saved = EnsembleScorer(alarm_level=THRESHOLD, reference_seconds=None)
     scores(saved, 60.0, n=300)
-    state = dict(saved.__dict__)
+    state = saved.__getstate__()
     for name in ("_cadence", "_every", "_tick", "_block", "_in_block"):
         del state[name]  # what the pickle of that version held
     resumed = EnsembleScorer.__new__(EnsembleScorer)
@@ -233,7 +233,7 @@ def test_a_step_member_saved_before_it_could_span_blocks_resumes_and_learns_the_
     last = member._prev
     old.__setstate__((None, {"_window": member._window, "_warmup": member._warmup, "_prev": last}))  # that version's state
     assert old._every == 1 and old.step(last + 3.0) == 3.0, "alone, it resumes point to point, as it was saved"
-    state = dict(detector.__dict__)
+    state = detector.__getstate__()
     state["_members"] = [old if m is member else m for m in detector._members]
     resumed = EnsembleScorer.__new__(EnsembleScorer)
     resumed.__setstate__(state)

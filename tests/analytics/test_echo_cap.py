@@ -69,7 +69,7 @@ def test_an_ensemble_saved_before_the_cap_resumes_without_it() -> None:
     saved, twin = EnsembleScorer(), EnsembleScorer(echo_cap=None)
     alarms(saved, xs[:300])
     alarms(twin, xs[:300])
-    state = saved.__dict__.copy()
+    state = saved.__getstate__()
     del state["_capped"]  # what an ensemble pickled before the cap held
     old = EnsembleScorer.__new__(EnsembleScorer)
     old.__setstate__(state)

@@ -11,7 +11,7 @@ import pytest
 from analytics.scorers.ensemble import EnsembleScorer
 from analytics.scorers.habits import Moves
 from analytics.scorers.registry import THRESHOLD
-from analytics.scorers.window import SortedWindow
+from analytics.scorers.window import SortedWindow, slot_state
 from bench.anomaly_domain import make_set
 from bench.anomaly_nab import evaluate_file, score_series
 from tests.analytics.test_nab import ROOT, shipped_scores
@@ -84,7 +84,10 @@ def test_on_a_habitual_move_a_step_under_2_5_times_the_usual_worst_is_held_back_
         detector.score_one(x, t)
         detector.learn_one(x, t)
     assert detector._moves is not None
-    detector._moves.__class__ = AlwaysCommon
+    moves = detector._moves
+    detector._moves = AlwaysCommon.__new__(AlwaysCommon)  # the same counts, every move common (a compiled class's instance
+    for name, value in slot_state(moves)[1].items():  # cannot change its class)
+        setattr(detector._moves, name, value)
     steps, calibrator = detector._members[1], detector._calibrators[1]
 
     def at_ratio(target: float) -> float:  # the next value whose step is `target` times the step member's reference
@@ -118,7 +121,7 @@ def test_an_ensemble_saved_before_the_habits_resumes_without_them() -> None:
     for x, t in points[:1200]:
         old.score_one(x, t)
         old.learn_one(x, t)
-    state = dict(old.__dict__)
+    state = old.__getstate__()
     del state["_moves"]  # that version had none
     resumed = EnsembleScorer.__new__(EnsembleScorer)
     resumed.__setstate__(pickle.loads(pickle.dumps(state)))

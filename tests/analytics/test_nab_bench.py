@@ -10,6 +10,7 @@ import pytest
 
 import numpy as np
 
+from analytics.scorers import COMPILED
 from bench.anomaly_nab import PUBLISHED, PUBLISHED_SCORES, Series, evaluate, figures, main, published, sweep
 
 # realTraffic and realAdExchange with NAB's label version 1.1: how many windows each file has.
@@ -105,12 +106,17 @@ def test_the_throughput_comes_with_the_machines_own_speed_and_a_detectors_memory
     assert main(["--data", str(tmp_path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["points_per_s_per_core"] > 0 and 0.0 < result["machine_loop_s"] < 60.0
+    assert result["compiled"] is COMPILED
+    if COMPILED:  # the pure-Python figure beside it, measured in the same run (bench.anomaly_nab.pure_throughput)
+        assert result["pure_points_per_s_per_core"] > 0 and len(result["pure_points_per_s_per_core_range"]) == 2
     # 2880 points: the members' windows (1000) are full, the calibrators' (2000) too; a detector is tens of KiB at least
     assert 20.0 < result["detector_kib"] < 4096.0 and 10.0 < result["detector_pickled_kib"] < 4096.0
     assert main(["--data", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     line = next(x for x in out if x.startswith("throughput:"))
     assert "points/s per core" in line and "a plain CPython loop of 10 million additions in" in line
+    assert ("compiled (setup.py)" if COMPILED else "pure Python") in line
+    assert any(x.startswith("beside it, pure Python") and "times as fast" in x for x in out) is COMPILED
     assert any(x.startswith("memory: ") and "KiB a detector" in x for x in out)
     assert main(["--data", str(tmp_path), "--json", "--no-throughput"]) == 0
     assert "machine_loop_s" not in json.loads(capsys.readouterr().out), "no speed measured: no machine figure either"

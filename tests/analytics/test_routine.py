@@ -139,7 +139,7 @@ def test_an_ensemble_saved_while_its_routine_covered_every_member_resumes_so() -
     values = office_hours(noise=2.0, skip=10)
     saved = EnsembleScorer(alarm_level=THRESHOLD)
     alarms(saved, values[: 9 * PER_DAY])
-    state = dict(saved.__dict__)
+    state = saved.__getstate__()
     del state["_outside"]  # what an ensemble pickled before the hour-of-week member left the routine held
     resumed = EnsembleScorer.__new__(EnsembleScorer)
     resumed.__setstate__(pickle.loads(pickle.dumps(state)))

@@ -95,10 +95,13 @@ def test_bad_arguments_are_refused() -> None:
 def test_a_calibrator_saved_with_a_sorted_window_resumes_with_the_same_history() -> None:
     rng = random.Random(9)
     values = [rng.expovariate(1.0) for _ in range(3000)]
-    old = QuantileCalibrator(history=2000, q=0.99)
-    old._history = SortedWindow(2000)  # what a calibrator pickled before TopWindow held
+    history = SortedWindow(2000)  # what a calibrator pickled before TopWindow held
     for r in values:
-        old._history.add(r)
+        history.add(r)
+    state = QuantileCalibrator(history=2000, q=0.99).__getstate__()
+    state[1]["_history"] = history
+    old = QuantileCalibrator.__new__(QuantileCalibrator)
+    old.__setstate__(state)  # as pickle loads that state
     resumed = pickle.loads(pickle.dumps(old))
     fresh = QuantileCalibrator(history=2000, q=0.99)
     for r in values:
