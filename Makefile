@@ -8,10 +8,11 @@ BIN     = $(VENV)/bin
 COMPILED_SOURCES = $(wildcard analytics/scorers/*.pxd) $(patsubst %.pxd,%.py,$(wildcard analytics/scorers/*.pxd))
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml setup.py $(COMPILED_SOURCES) | sha1sum | cut -c1-12)
 
-# Debian packages the tests run for real: binary -> package.
+# Debian packages the tests run for real: binary -> package. gcc builds the compiled detectors (setup.py), which
+# tests/analytics/test_compiled.py holds to the pure-Python ones: `make test` installs these before the package.
 SYSTEM_DEPS = prometheus:prometheus promtool:prometheus \
               prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager \
-              victoria-metrics:victoria-metrics chromium:chromium pdftotext:poppler-utils
+              victoria-metrics:victoria-metrics chromium:chromium pdftotext:poppler-utils gcc:gcc
 # Libraries (no binary to look for): WeasyPrint's Pango and a font for the PDF report.
 SYSTEM_LIBS = libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
 
@@ -49,7 +50,7 @@ demo: install
 	@echo "flowprobe demo: starting the demo targets and the collector (Ctrl-C stops it)"
 	$(BIN)/flowprobe demo
 
-test: install system-deps
+test: system-deps install
 	$(BIN)/ruff check collector analytics tests bench
 	$(BIN)/pytest -rs
 
