@@ -40,7 +40,7 @@ from typing import Any
 from analytics.findings import Findings
 from analytics.influx import InfluxOutput
 from analytics.patterns import Topology
-from analytics.scorers import Detector, attune
+from analytics.scorers import Detector, attune, how_they_run
 from analytics.scorers.registry import PROBATION as SHIPPED_PROBATION
 from analytics.scorers.registry import THRESHOLD as SHIPPED_THRESHOLD
 from analytics.source import LATENCY, Point, Run, SeriesKey, Source, SourceError, open_source
@@ -355,7 +355,8 @@ async def serve(worker: Worker, host: str, port: int, stop: asyncio.Event | None
     if worker.influx is not None:
         worker.influx.start()
     log.info("analytics worker started",
-             extra={"fields": {"listen": f"{host}:{api.port}", "source": worker.source.name, "series": len(worker.series)}})
+             extra={"fields": {"listen": f"{host}:{api.port}", "source": worker.source.name, "series": len(worker.series),
+                               "detectors": how_they_run()}})
     try:
         await worker.run(stop)
     finally:

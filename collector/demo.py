@@ -49,6 +49,7 @@ async def run_demo(
         analytics_line = "  analytics           off (--analytics-listen not set)"
         if analytics_listen is not None:
             from analytics.emit import create_app as create_analytics_app
+            from analytics.scorers import how_they_run
 
             worker, problem = _analytics_worker(data_dir, service)
             if worker is None:
@@ -61,7 +62,7 @@ async def run_demo(
                 analytics_base = f"http://{analytics.host}:{analytics.port}"
                 service.analytics_url = analytics_base
                 analytics_line = (f"  analytics           {analytics_base}/metrics  {base_of(listen)}/api/analytics/anomalies"
-                                  "|predictions|incidents")
+                                  f"|predictions|incidents\n  detectors           {how_they_run()}")
         host, port = listen
         base = base_of(listen)
         lines = [

@@ -13,11 +13,16 @@ from typing import Protocol, runtime_checkable
 
 from analytics.scorers.compiled import select
 
-__all__ = ["COMPILED", "COMPILED_WHY", "DETECTORS", "Detector", "attune", "default_detector"]
+__all__ = ["COMPILED", "COMPILED_WHY", "DETECTORS", "Detector", "attune", "default_detector", "how_they_run"]
 
 # Whether the detectors' per-point code runs compiled (setup.py, Cython) or as its .py files, and why: chosen before
 # any of those modules is imported (analytics/scorers/compiled.py). The scores are the same either way.
 COMPILED, COMPILED_WHY = select()
+
+
+def how_they_run() -> str:
+    """The choice above in words, for the worker's start line and the demo's banner: "compiled (...)" or "pure Python (...)"."""
+    return f"{'compiled' if COMPILED else 'pure Python'} ({COMPILED_WHY})"
 
 
 @runtime_checkable

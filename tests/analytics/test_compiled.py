@@ -114,8 +114,9 @@ def package_copy(tmp_path: Path) -> Path:
 
 
 def imported(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """A child that imports the detectors from `root`: prints whether compiled, why, and the ensemble's file."""
-    code = "import analytics.scorers as s, analytics.scorers.ensemble as e; print(s.COMPILED, e.__file__, s.COMPILED_WHY, sep='\\n')"
+    """A child that imports the detectors from `root`: prints whether compiled, the ensemble's file, why, and the worker's words."""
+    code = ("import analytics.scorers as s, analytics.scorers.ensemble as e;"
+            "print(s.COMPILED, e.__file__, s.COMPILED_WHY, s.how_they_run(), sep='\\n')")
     environ = {k: v for k, v in os.environ.items() if k != "FLOWPROBE_PURE_PYTHON"} | {"PYTHONPATH": str(root)} | env
     return subprocess.run([sys.executable, "-c", code], cwd=root, env=environ, capture_output=True, text=True, timeout=120)
 
@@ -126,21 +127,23 @@ def test_an_edited_module_sends_every_detector_module_back_to_its_py_file_with_a
     scorers = package_copy(tmp_path)
     ok = imported(tmp_path)
     assert ok.returncode == 0 and ok.stdout.splitlines()[:2] == ["True", str(next(scorers.glob("ensemble.*.so")))], ok.stderr
+    assert ok.stdout.splitlines()[3] == "compiled (built from these sources)", "what the worker logs and the demo prints"
     assert "pure Python" not in ok.stderr
     with (scorers / "robust.py").open("a") as file:
         file.write("\n# edited\n")
     stale = imported(tmp_path)
     assert stale.returncode == 0, stale.stderr
-    compiled, where, why = stale.stdout.splitlines()
+    compiled, where, why, said = stale.stdout.splitlines()
     assert (compiled, where) == ("False", str(scorers / "ensemble.py")), "all or none: the ensemble is not robust.py"
-    assert why.startswith("stale: robust ") and "make install" in why
+    assert why.startswith("stale: robust ") and "make install" in why and said == f"pure Python ({why})"
     assert "the detectors run as pure Python" in stale.stderr and "robust" in stale.stderr
 
 
 def test_without_a_build_or_with_flowprobe_pure_python_the_py_files_run_quietly(tmp_path: Path) -> None:
     scorers = package_copy(tmp_path)
     off = imported(tmp_path, FLOWPROBE_PURE_PYTHON="1")
-    assert off.returncode == 0 and off.stdout.splitlines() == ["False", str(scorers / "ensemble.py"), "FLOWPROBE_PURE_PYTHON is set"], off
+    assert off.returncode == 0 and off.stdout.splitlines() == [
+        "False", str(scorers / "ensemble.py"), "FLOWPROBE_PURE_PYTHON is set", "pure Python (FLOWPROBE_PURE_PYTHON is set)"], off
     for built in [*scorers.glob("*.so"), scorers / "_compiled.json"]:
         built.unlink(missing_ok=True)
     bare = imported(tmp_path)

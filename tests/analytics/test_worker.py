@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from analytics.emit import create_app
+from analytics.scorers import how_they_run
 from analytics.source import HistorySource, Point, PrometheusSource
 from analytics.influx import InfluxOutput
 from analytics.state import SavedSeries, StateFile, kind_of
@@ -176,7 +177,8 @@ def test_each_point_is_scored_before_it_is_learned() -> None:
     assert asyncio.run(worker.run_once()) == 0, "points at or before the last one learned are not learned again"
 
 
-def test_the_flowprobe_analytics_command_serves_until_sigterm(store: HistoryStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_flowprobe_analytics_command_serves_until_sigterm(store: HistoryStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr("collector.log.configure_logging", lambda *args, **kwargs: None)  # keep pytest's log capture
     for i in range(3):
         store.add(run(T0 + 60 * i, 0.2))
@@ -203,11 +205,14 @@ def test_the_flowprobe_analytics_command_serves_until_sigterm(store: HistoryStor
     thread = threading.Thread(target=scrape_then_stop)
     thread.start()
     try:
-        assert command(args, factory=CountingDetector) == 0
+        with caplog.at_level(logging.INFO, "flowprobe.analytics"):
+            assert command(args, factory=CountingDetector) == 0
     finally:
         returned.set()
         thread.join(timeout=30)
     assert value(scraped[0], "flowprobe_analytics_points_total", source="history") == 3 * 4
+    (started,) = [r for r in caplog.records if r.getMessage() == "analytics worker started"]
+    assert started.fields["detectors"] == how_they_run(), "the start line says how the detectors run"  # type: ignore[attr-defined]
     assert len(StateFile(tmp_path / "state").load()) == 4
 
 

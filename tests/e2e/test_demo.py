@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from analytics.scorers import how_they_run
 from tests.helpers import free_port, running_process, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -60,6 +61,7 @@ def test_demo_runs_the_workflows_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     output = log.read_text()
     for url in (f"{base}/metrics", f"{base}/api/workflows", f"http://127.0.0.1:{target_port}"):
         assert url in output
+    assert f"  detectors           {how_they_run()}\n" in output, "the banner says whether the detectors run compiled"
     assert (tmp_path / "data" / "history.sqlite3").exists()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{target_port}/health", timeout=2)
